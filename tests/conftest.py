@@ -1,0 +1,53 @@
+"""Shared fixtures: small real data (digits) and tiny models."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from trainforge.data import load_digits_split
+
+    return load_digits_split(seed=0)
+
+
+class EventRecorder:
+    """Records every event it sees, with the counters at that moment."""
+
+    def __init__(self, tag: str = "") -> None:
+        self.tag = tag
+        self.events: list[tuple] = []
+
+    def _rec(self, name, state):
+        self.events.append((self.tag + name, state.epoch, state.global_step, state.epoch_step))
+
+    def on_fit_start(self, s):
+        self._rec("fit_start", s)
+    def on_epoch_start(self, s):
+        self._rec("epoch_start", s)
+    def on_batch_start(self, s):
+        self._rec("batch_start", s)
+    def on_batch_end(self, s):
+        self._rec("batch_end", s)
+    def on_epoch_end(self, s):
+        self._rec("epoch_end", s)
+    def on_eval_start(self, s):
+        self._rec("eval_start", s)
+    def on_eval_end(self, s):
+        self._rec("eval_end", s)
+    def on_fit_end(self, s):
+        self._rec("fit_end", s)
+    def on_exception(self, s):
+        self._rec("exception", s)
+
+
+@pytest.fixture
+def recorder():
+    return EventRecorder

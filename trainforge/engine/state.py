@@ -1,0 +1,76 @@
+"""The shared state a Recipe's callbacks read and write, and what it holds at each event."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class State:
+    """What the loop knows, shared with every callback.
+
+    Progress (owned by the loop, saved in checkpoints):
+
+    - ``epoch``: index of the epoch in progress (0-based); after ``run(n)`` returns normally, ``n``.
+    - ``global_step``: batches completed over the whole run.
+    - ``epoch_step``: batches completed in the current epoch. At ``batch_start`` it is the index of the
+      batch about to run; at ``batch_end`` it already counts that batch.
+    - ``max_epochs``: the total ``run`` was asked for.
+
+    Per batch: ``batch`` (already on the recipe's device) from ``batch_start`` on, and ``outputs``,
+    the dict the step function returned (``{}`` for ``None``), from ``batch_end`` on. Both are
+    replaced each batch, never copied to the host.
+
+    ``metrics``: values ready to be logged. Callbacks may post device tensors here during an epoch
+    (no host sync); loggers convert them to floats at their own cadence, and epoch-end values are
+    host floats.
+
+    ``should_stop``: set it to end the run after the current batch; ``fit_end`` still fires.
+    ``exception``: the exception being raised, at the ``exception`` event. ``owner``: the recipe.
+    ``extra``: a free dict for callbacks to talk through.
+
+    >>> s = State()
+    >>> (s.epoch, s.global_step, s.epoch_step, s.should_stop)
+    (0, 0, 0, False)
+    """
+
+    __slots__ = (
+        "batch",
+        "epoch",
+        "epoch_step",
+        "exception",
+        "extra",
+        "global_step",
+        "max_epochs",
+        "metrics",
+        "outputs",
+        "owner",
+        "should_stop",
+    )
+
+    def __init__(self, owner: Any = None) -> None:
+        self.owner = owner
+        self.epoch = 0
+        self.global_step = 0
+        self.epoch_step = 0
+        self.max_epochs = 0
+        self.batch: Any = None
+        self.outputs: dict[str, Any] = {}
+        self.metrics: dict[str, Any] = {}
+        self.should_stop = False
+        self.exception: BaseException | None = None
+        self.extra: dict[str, Any] = {}
+
+    def progress(self) -> dict[str, int]:
+        """The counters a checkpoint needs to resume at the same batch."""
+        return {"epoch": self.epoch, "global_step": self.global_step, "epoch_step": self.epoch_step}
+
+    def load_progress(self, progress: dict[str, int]) -> None:
+        self.epoch = int(progress["epoch"])
+        self.global_step = int(progress["global_step"])
+        self.epoch_step = int(progress["epoch_step"])
+
+    def __repr__(self) -> str:
+        return (
+            f"State(epoch={self.epoch}, global_step={self.global_step}, epoch_step={self.epoch_step}, "
+            f"metrics={sorted(self.metrics)}, should_stop={self.should_stop})"
+        )
