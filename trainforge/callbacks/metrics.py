@@ -35,7 +35,11 @@ class RunningMean:
 
 
 class EpochMetricAvg:
-    """Average ``state.outputs[name]`` over the epoch and post it to ``state.metrics[name]``.
+    """Average ``state.outputs[name]`` over the epoch and post it to ``state.metrics[alias or name]``.
+
+    With ``weight`` (an outputs key holding the batch size) the mean is per sample, not per batch, so a
+    short last batch counts for what it holds. Under torch.distributed the epoch mean is reduced
+    across processes.
 
     The sum stays on the outputs' device (no host sync per batch). With ``post_each_batch`` a
     ``RunningMean`` view is posted, which loggers read at their cadence; at ``epoch_end`` the epoch mean is
@@ -50,9 +54,13 @@ class EpochMetricAvg:
     2.0
     """
 
-    def __init__(self, name: str, post_each_batch: bool = True) -> None:
+    def __init__(
+        self, name: str, post_each_batch: bool = True, alias: str | None = None, weight: str | None = None
+    ) -> None:
         self.name = name
+        self.alias = alias or name
         self.post_each_batch = post_each_batch
+        self.weight = weight
         self._sum: torch.Tensor | None = None
         self._count = 0
         self._view = RunningMean(self)
@@ -70,14 +78,25 @@ class EpochMetricAvg:
                 f"it returned {sorted(state.outputs)}"
             ) from None
         value = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+        if self.weight is not None:
+            weight = state.outputs[self.weight]
+            value = value * weight
+            self._count += int(weight)  # the batch size: a host int, no sync
+        else:
+            self._count += 1
         self._sum = value.float().clone() if self._sum is None else self._sum.add_(value)
-        self._count += 1
         if self.post_each_batch:
-            state.metrics[self.name] = self._view
+            state.metrics[self.alias] = self._view
 
     def on_epoch_end(self, state: State) -> None:
-        if self._count:
-            state.metrics[self.name] = (self._sum / self._count).item()  # host sync: once per epoch
+        if not self._count:
+            return
+        total, count = self._sum, self._count
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            pair = torch.stack([total.float(), torch.tensor(float(count), device=total.device)])
+            torch.distributed.all_reduce(pair)
+            total, count = pair[0], pair[1]
+        state.metrics[self.alias] = float(total / count)  # host sync: once per epoch
 
     def state_dict(self) -> dict[str, Any]:
         total = None if self._sum is None else self._sum.detach().cpu()

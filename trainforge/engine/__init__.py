@@ -1,8 +1,18 @@
 """The engine: a loop that knows nothing of models, devices or data formats (Torchélie's Recipe)."""
 
 from .callbacks import GROUPS, CallbackList
-from .events import EVENTS, CallbackError, hook_methods
+from .events import EVENTS, Callback, CallbackError, hook_methods
 from .recipe import Recipe, to_device
 from .state import State
 
-__all__ = ["EVENTS", "GROUPS", "CallbackError", "CallbackList", "Recipe", "State", "hook_methods", "to_device"]
+__all__ = [
+    "EVENTS",
+    "GROUPS",
+    "Callback",
+    "CallbackError",
+    "CallbackList",
+    "Recipe",
+    "State",
+    "hook_methods",
+    "to_device",
+]

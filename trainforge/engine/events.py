@@ -5,9 +5,10 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-#: Every event, in the order a plain run first fires them. ``eval_start``/``eval_end`` are fired by
-#: nested evaluation (``CallRecipe``, ``Trainer.evaluate``) and ``checkpoint`` after a checkpoint is
-#: committed; the ``Recipe`` loop itself fires the other seven.
+#: Every event, in the order a plain run first fires them. ``eval_start``/``eval_end`` are fired around
+#: nested evaluation (``CallRecipe``, ``Trainer.evaluate``), ``eval_batch_start``/``eval_batch_end``
+#: around each evaluation batch by the Trainer, and ``checkpoint`` after a checkpoint is committed; the
+#: ``Recipe`` loop itself fires the other seven.
 EVENTS: tuple[str, ...] = (
     "fit_start",
     "epoch_start",
@@ -15,14 +16,41 @@ EVENTS: tuple[str, ...] = (
     "batch_end",
     "epoch_end",
     "eval_start",
+    "eval_batch_start",
+    "eval_batch_end",
     "eval_end",
     "checkpoint",
     "fit_end",
     "exception",
 )
 
-#: Attribute names starting with ``on_`` that are not hooks (they are allowed on callbacks).
-_NOT_HOOKS = frozenset()
+
+class Callback:
+    """Optional base class: every hook exists as a no-op, so subclasses override only what they need.
+
+    Inherited no-op hooks are not dispatched, so subclassing costs nothing per batch. ``state`` is the
+    recipe's ``State`` (see its docstring for what it holds at each event).
+
+    >>> class StopAfter(Callback):
+    ...     def __init__(self, steps): self.steps = steps
+    ...     def on_batch_end(self, state):
+    ...         state.should_stop = state.global_step >= self.steps
+    >>> sorted(hook_methods(StopAfter(3)))
+    ['batch_end']
+    """
+
+    def on_fit_start(self, state: Any) -> None: ...
+    def on_epoch_start(self, state: Any) -> None: ...
+    def on_batch_start(self, state: Any) -> None: ...
+    def on_batch_end(self, state: Any) -> None: ...
+    def on_epoch_end(self, state: Any) -> None: ...
+    def on_eval_start(self, state: Any) -> None: ...
+    def on_eval_batch_start(self, state: Any) -> None: ...
+    def on_eval_batch_end(self, state: Any) -> None: ...
+    def on_eval_end(self, state: Any) -> None: ...
+    def on_checkpoint(self, state: Any) -> None: ...
+    def on_fit_end(self, state: Any) -> None: ...
+    def on_exception(self, state: Any) -> None: ...
 
 
 class CallbackError(TypeError):
@@ -42,11 +70,11 @@ def hook_methods(callback: Any) -> dict[str, Any]:
     """
     hooks: dict[str, Any] = {}
     for attr in dir(callback):
-        if not attr.startswith("on_") or attr in _NOT_HOOKS:
+        if not attr.startswith("on_"):
             continue
         method = getattr(callback, attr)
-        if not callable(method):
-            continue
+        if not callable(method) or getattr(type(callback), attr, None) is getattr(Callback, attr, 0):
+            continue  # not a method, or Callback's inherited no-op
         event = attr[3:]
         if event not in EVENTS:
             close = difflib.get_close_matches(attr, [f"on_{e}" for e in EVENTS], n=1)

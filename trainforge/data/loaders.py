@@ -1,0 +1,178 @@
+"""``ResumableLoader``: epoch-seeded data order, per-sample augmentation seeds, and mid-epoch resume
+that skips consumed batches at the sampler — so results do not depend on kills or worker counts."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+_MIX = 0x9E3779B97F4A7C15  # golden-ratio constant: spreads (seed, epoch, index) over 63 bits
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of one sample's random augmentation: a function of (seed, epoch, index) only."""
+    return (seed * _MIX + epoch * 1_000_003 + index * 7_919) % (2**63 - 1)
+
+
+class _SampleSeeded(Dataset):
+    """Wraps a dataset: item ``(epoch, index)`` seeds python/numpy/torch from ``sample_seed`` and returns
+    ``(index, dataset[index])``. In the main process the caller's RNG state is restored afterwards, so
+    data loading never shifts the training RNG (dropout) — with 0 or N workers alike."""
+
+    def __init__(self, dataset: Dataset, seed: int, seeded: bool) -> None:
+        self.dataset = dataset
+        self.seed = seed
+        self.seeded = seeded
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[int, Any]:
+        epoch, index = key
+        if not self.seeded:
+            return index, self.dataset[index]
+        in_worker = torch.utils.data.get_worker_info() is not None
+        saved = None if in_worker else (random.getstate(), np.random.get_state(), torch.get_rng_state())
+        seed = sample_seed(self.seed, epoch, index)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        try:
+            return index, self.dataset[index]
+        finally:
+            if saved is not None:
+                random.setstate(saved[0])
+                np.random.set_state(saved[1])
+                torch.set_rng_state(saved[2])
+
+
+def collate_indexed(samples: list[tuple[int, Any]]) -> dict[str, Any]:
+    """Collate ``(index, sample)`` pairs into ``{"input", "target", "index"}`` (or the sample's own dict
+    keys plus ``"index"``). Runs in the workers, so the hot loop gets a ready dict."""
+    indices = torch.tensor([i for i, _ in samples], dtype=torch.int64)
+    items = [s for _, s in samples]
+    first = items[0]
+    if isinstance(first, dict):
+        batch = default_collate(items)
+    elif isinstance(first, (tuple, list)):
+        columns = default_collate(items)
+        batch = {"input": columns[0]}
+        if len(columns) > 1:
+            batch["target"] = columns[1]
+        for extra, column in enumerate(columns[2:], start=2):
+            batch[f"field{extra}"] = column
+    else:
+        batch = {"input": default_collate(items)}
+    batch["index"] = indices
+    return batch
+
+
+class ResumableLoader:
+    """Batches of ``dataset`` as dicts, in an order fixed by ``(seed, epoch)``, resumable mid-epoch.
+
+    - Order: a permutation from a generator seeded with ``seed + epoch`` (``shuffle=False``: identity),
+      split across ``world_size`` ranks (padded to equal length for training, uneven for evaluation).
+    - ``iter_epoch(epoch, start)`` skips the first ``start`` batches in the sampler: nothing is loaded
+      and discarded. The engine calls it; ``iter(loader)`` is epoch 0 from the start.
+    - Random augmentation inside ``dataset[i]`` is seeded from ``(seed, epoch, i)``: the same sample
+      gets the same augmentation with 0 or N workers, and after a resume.
+    - The DataLoader has its own generator, so iterating never consumes the global torch RNG.
+
+    >>> from torch.utils.data import TensorDataset
+    >>> ds = TensorDataset(torch.arange(10.0), torch.arange(10))
+    >>> loader = ResumableLoader(ds, batch_size=4, shuffle=True, seed=0)
+    >>> [b["index"].tolist() for b in loader.iter_epoch(0, start=1)] == [
+    ...     b["index"].tolist() for b in loader.iter_epoch(0, start=0)][1:]
+    True
+    >>> len(loader)
+    3
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        seed: int = 0,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        timeout: float = 0.0,
+        rank: int = 0,
+        world_size: int = 1,
+        pad_to_equal: bool = True,
+        seeded_samples: bool = True,
+        collate_fn: Callable[[list[Any]], Any] = collate_indexed,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.pad_to_equal = pad_to_equal
+        self._epoch_batches: list[list[tuple[int, int]]] = []
+        self._loader = DataLoader(
+            _SampleSeeded(dataset, seed, seeded_samples),
+            batch_sampler=_ListBatchSampler(self),
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=persistent_workers and num_workers > 0,
+            timeout=timeout if num_workers > 0 else 0.0,
+            collate_fn=collate_fn,
+            generator=torch.Generator().manual_seed(seed),
+        )
+
+    def indices(self, epoch: int) -> list[int]:
+        """This rank's sample indices for ``epoch``, in order."""
+        n = len(self.dataset)
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + epoch)
+            order = torch.randperm(n, generator=generator).tolist()
+        else:
+            order = list(range(n))
+        if self.world_size > 1:
+            if self.pad_to_equal and n % self.world_size:
+                order += order[: self.world_size - n % self.world_size]
+            order = order[self.rank :: self.world_size]
+        return order
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        order = self.indices(epoch)
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        return batches
+
+    def __len__(self) -> int:
+        return len(self.batches(0))
+
+    def iter_epoch(self, epoch: int, start: int = 0) -> Iterator[dict[str, Any]]:
+        self._epoch_batches = [[(epoch, i) for i in batch] for batch in self.batches(epoch)[start:]]
+        return iter(self._loader)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self.iter_epoch(0, 0)
+
+
+class _ListBatchSampler:
+    """The batch sampler the DataLoader iterates (in the main process): the owner's current epoch list."""
+
+    def __init__(self, owner: ResumableLoader) -> None:
+        self.owner = owner
+
+    def __iter__(self) -> Iterator[Sequence[tuple[int, int]]]:
+        return iter(self.owner._epoch_batches)
+
+    def __len__(self) -> int:
+        return len(self.owner._epoch_batches)
