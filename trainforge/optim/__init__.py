@@ -1,0 +1,25 @@
+"""Optimizers and learning-rate schedulers built by name (torch and timm), with checked arguments."""
+
+from __future__ import annotations
+
+from .optimizers import build_optimizer, list_optimizers, trainable_parameters
+from .schedulers import (
+    NAMED_SCHEDULES,
+    Schedule,
+    build_scheduler,
+    count_optimizer_steps,
+    list_schedulers,
+    scheduler_needs_metric,
+)
+
+__all__ = [
+    "NAMED_SCHEDULES",
+    "Schedule",
+    "build_optimizer",
+    "build_scheduler",
+    "count_optimizer_steps",
+    "list_optimizers",
+    "list_schedulers",
+    "scheduler_needs_metric",
+    "trainable_parameters",
+]
