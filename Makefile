@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/recipe_digits.py
+	$(VENV)/bin/trainforge demo
 
 test: $(STAMP)
 	$(PY) -m ruff check trainforge tests examples bench

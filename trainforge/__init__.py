@@ -10,14 +10,16 @@ albumentations, tensorboard, onnx) load when a feature that needs them is used.
 
 from __future__ import annotations
 
+from ._version import __version__
 from .callbacks import CallRecipe, Counter, EpochMetricAvg, Optimizer, StdoutLogger
-from .engine import EVENTS, CallbackError, Recipe, State
-
-__version__ = "0.1.0"
+from .engine import EVENTS, Callback, CallbackError, Recipe, State
+from .trainer import Trainer
+from .training_config import TrainingConfig
 
 __all__ = [
     "EVENTS",
     "CallRecipe",
+    "Callback",
     "CallbackError",
     "Counter",
     "EpochMetricAvg",
@@ -25,5 +27,7 @@ __all__ = [
     "Recipe",
     "State",
     "StdoutLogger",
+    "Trainer",
+    "TrainingConfig",
     "__version__",
 ]

@@ -6,7 +6,27 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import __version__
+from ._version import __version__
+from .errors import TrainforgeError
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(output_dir=args.output_dir, max_epochs=args.max_epochs, print_steps=args.print_steps)
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from .training_config import TrainingConfig
+
+    if args.action == "defaults":
+        print(TrainingConfig.describe())
+    elif args.action == "check":
+        config = TrainingConfig.from_yaml(args.path)
+        print(f"{args.path}: valid")
+        print(config.to_yaml(), end="")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,7 +36,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"trainforge {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    del commands  # subcommands (train, test, predict, export, report, config) register here
+    demo = commands.add_parser("demo", help="train the default experiment (small CNN, embedded digits data)")
+    demo.add_argument("--output-dir", default=None, help="run folder (default: runs/demo/<timestamp>)")
+    demo.add_argument("--max-epochs", type=int, default=10)
+    demo.add_argument("--print-steps", type=int, default=None, help="a line every N steps instead of per epoch")
+    demo.set_defaults(func=_cmd_demo)
+
+    config = commands.add_parser("config", help="inspect TrainingConfig settings")
+    config_actions = config.add_subparsers(dest="action", metavar="ACTION", required=True)
+    config_actions.add_parser("defaults", help="print every setting with its default and help")
+    check = config_actions.add_parser("check", help="validate a TrainingConfig YAML file and print it resolved")
+    check.add_argument("path")
+    config.set_defaults(func=_cmd_config)
     return parser
 
 
@@ -27,7 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except TrainforgeError as error:  # a user error: its message says what to fix, no traceback
+        print(f"trainforge {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

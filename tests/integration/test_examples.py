@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def load_example(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_recipe_digits_example_reaches_95_percent():
+def test_recipe_digits_example_reaches_95_percent(load_example):
     final = load_example("recipe_digits").main(epochs=10)
     assert final["test/accuracy"] >= 0.95, final
 

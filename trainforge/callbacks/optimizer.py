@@ -18,7 +18,7 @@ class Optimizer:
     batch of ``k*b`` with a mean loss), clip to ``clip_grad_norm``, step, ``zero_grad``, and step the
     scheduler when ``scheduler_interval="step"``. A partial accumulation left at the end of an epoch is
     stepped at ``epoch_end``. Posts ``lr`` (host float) and ``grad_norm`` (device tensor, when
-    clipping) to ``state.metrics`` — no host sync.
+    clipping) to ``state.metrics`` and the step count to ``state.extra["optimizer_steps"]`` — no host sync.
 
     >>> import torch
     >>> from trainforge.engine import Recipe
@@ -94,9 +94,16 @@ class Optimizer:
         if self.scheduler is not None and self.scheduler_interval == "step":
             self.scheduler.step()
         state.metrics["lr"] = optimizer.param_groups[0]["lr"]
+        state.extra["optimizer_steps"] = self.steps  # EMA and others update when this grows
 
     def state_dict(self) -> dict[str, Any]:
         state = {"optimizer": self.optimizer.state_dict(), "pending": self.pending, "steps": self.steps}
+        if self.pending:  # mid-accumulation: the summed gradients are part of the state
+            state["grads"] = [
+                None if p.grad is None else p.grad.detach().clone()
+                for group in self.optimizer.param_groups
+                for p in group["params"]
+            ]
         if self.scheduler is not None:
             state["scheduler"] = self.scheduler.state_dict()
         if self.scaler is not None:
@@ -107,6 +114,9 @@ class Optimizer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.pending = int(state["pending"])
         self.steps = int(state["steps"])
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        for param, grad in zip(params, state.get("grads") or []):
+            param.grad = None if grad is None else grad.to(param.device).clone()
         for name in ("scheduler", "scaler"):
             owner = getattr(self, name)
             if (owner is None) != (name not in state):

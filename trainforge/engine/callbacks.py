@@ -29,15 +29,20 @@ class CallbackList:
         self._groups: dict[str, list[Any]] = {g: [] for g in GROUPS}
         self.dispatch: dict[str, tuple[Callable[[State], Any], ...]] = {e: () for e in EVENTS}
 
-    def add(self, callback: Any, group: str = "middle") -> None:
-        """Add one callback; raises if it has a hook that names no event or the group is unknown."""
+    def add(self, callback: Any, group: str | None = None) -> None:
+        """Add one callback; raises if it has a hook that names no event or the group is unknown.
+
+        Without ``group``, a callback's own ``group`` attribute decides (checkpointing declares
+        ``"epilogue"`` so it saves after every other callback's epoch-end work), else ``"middle"``.
+        """
+        group = group or getattr(callback, "group", "middle")
         if group not in self._groups:
             raise ValueError(f"unknown callback group {group!r}; expected one of {', '.join(GROUPS)}")
         hook_methods(callback)  # validates before anything changes
         self._groups[group].append(callback)
         self._rebuild()
 
-    def extend(self, callbacks: Iterable[Any], group: str = "middle") -> None:
+    def extend(self, callbacks: Iterable[Any], group: str | None = None) -> None:
         for callback in callbacks:
             self.add(callback, group)
 

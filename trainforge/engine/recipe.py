@@ -83,7 +83,7 @@ class Recipe:
             return registered[name]
         raise AttributeError(f"{type(self).__name__} has no attribute or registered object {name!r}")
 
-    def add_callbacks(self, callbacks: Iterable[Any], group: str = "middle") -> None:
+    def add_callbacks(self, callbacks: Iterable[Any], group: str | None = None) -> None:
         self.callbacks.extend(callbacks, group)
 
     # -- devices ---------------------------------------------------------------------------------
@@ -139,7 +139,9 @@ class Recipe:
                     if state.should_stop:
                         break
                 else:
+                    state.epoch_complete = True
                     fire("epoch_end", state)
+                    state.epoch_complete = False
                     state.epoch += 1
                     state.epoch_step = 0
         except BaseException as error:

@@ -15,6 +15,7 @@ class State:
     - ``epoch_step``: batches completed in the current epoch. At ``batch_start`` it is the index of the
       batch about to run; at ``batch_end`` it already counts that batch.
     - ``max_epochs``: the total ``run`` was asked for.
+    - ``epoch_complete``: True while ``epoch_end`` hooks run.
 
     Per batch: ``batch`` (already on the recipe's device) from ``batch_start`` on, and ``outputs``,
     the dict the step function returned (``{}`` for ``None``), from ``batch_end`` on. Both are
@@ -36,6 +37,7 @@ class State:
     __slots__ = (
         "batch",
         "epoch",
+        "epoch_complete",
         "epoch_step",
         "exception",
         "extra",
@@ -52,6 +54,7 @@ class State:
         self.epoch = 0
         self.global_step = 0
         self.epoch_step = 0
+        self.epoch_complete = False
         self.max_epochs = 0
         self.batch: Any = None
         self.outputs: dict[str, Any] = {}
@@ -61,7 +64,11 @@ class State:
         self.extra: dict[str, Any] = {}
 
     def progress(self) -> dict[str, int]:
-        """The counters a checkpoint needs to resume at the same batch."""
+        """The counters a checkpoint needs to resume at the next batch. During ``epoch_end`` the epoch
+        counts as done, so a checkpoint written there resumes at the start of the next epoch (and
+        does not replay ``epoch_end``)."""
+        if self.epoch_complete:
+            return {"epoch": self.epoch + 1, "global_step": self.global_step, "epoch_step": 0}
         return {"epoch": self.epoch, "global_step": self.global_step, "epoch_step": self.epoch_step}
 
     def load_progress(self, progress: dict[str, int]) -> None:

@@ -1,0 +1,106 @@
+"""``JsonlLogger``: the run's metrics as one JSON object per line (``metrics.jsonl``), the file the report
+reads; and ``read_metrics_jsonl``, which reads it back and survives a line cut short by a crash."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .base import BaseLogger, flatten_params, float_metrics, infer_phase, is_main_process
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` through a temporary file and ``os.replace`` (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            json.dump(data, file, indent=2, sort_keys=True)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class JsonlLogger(BaseLogger):
+    """Append ``{"step", "epoch", "phase", "time", "metrics": {name: float}}`` lines to ``path``.
+
+    Each line is written with one ``write`` and flushed, so a crash loses at most the line in progress.
+    The file is opened for appending: a resumed run continues it (the report keeps the latest value
+    logged for a step). ``phase`` defaults to the prefix all names share (``"valid"``), else ``""``.
+    Values that are not numbers (non-scalar tensors) are left out; NaN and infinities are written as
+    JSON's ``NaN``/``Infinity`` extensions, which Python reads back. Only rank 0 writes
+    (``enabled=None`` checks ``RANK``). ``log_hyperparams`` writes ``hparams.json`` beside the file.
+
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "metrics.jsonl"
+    >>> with JsonlLogger(path) as logger:
+    ...     logger.log_metrics({"train/loss": 0.5, "lr": 0.1}, step=10, epoch=0)
+    >>> [(r["step"], r["metrics"]) for r in read_metrics_jsonl(path)]
+    [(10, {'train/loss': 0.5, 'lr': 0.1})]
+    """
+
+    def __init__(self, path: str | Path, enabled: bool | None = None) -> None:
+        self.path = Path(path)
+        self.enabled = is_main_process() if enabled is None else enabled
+        self._file = None
+        if self.enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", encoding="utf-8")  # kept open for the run
+
+    def log_metrics(
+        self, metrics: Mapping[str, Any], step: int, phase: str | None = None, *, epoch: int | None = None
+    ) -> None:
+        if self._file is None:
+            return
+        floats = float_metrics(metrics)
+        if not floats:
+            return
+        record = {
+            "step": int(step),
+            "epoch": None if epoch is None else int(epoch),
+            "phase": phase if phase is not None else infer_phase(floats),
+            "time": time.time(),
+            "metrics": floats,
+        }
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def log_hyperparams(self, params: Mapping[str, Any], final_metrics: Mapping[str, Any] | None = None) -> None:
+        if self.enabled:
+            data = {"params": flatten_params(params), "final_metrics": float_metrics(final_metrics or {})}
+            write_json_atomic(self.path.parent / "hparams.json", data)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def read_metrics_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Every record of a ``metrics.jsonl``, in order. A last line cut short (a crash mid-write) is skipped
+    with a warning; any other line that is not JSON raises ``ValueError`` naming the file and line."""
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            if number == len(lines):
+                warnings.warn(f"{path}: skipped the last line, cut short ({error.msg})", stacklevel=2)
+                break
+            raise ValueError(f"{path}:{number}: not a JSON record ({error.msg}); the file is damaged") from None
+    return records

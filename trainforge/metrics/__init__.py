@@ -1,0 +1,19 @@
+"""Metrics: torchmetrics classes built by name and managed per phase and per evaluation loader."""
+
+from __future__ import annotations
+
+from .build import build_metric, find_metric_class, list_metrics, snake_name
+from .manager import PHASES, MetricsManager, MetricSpec, non_scalars, phase_prefix, scalars
+
+__all__ = [
+    "PHASES",
+    "MetricSpec",
+    "MetricsManager",
+    "build_metric",
+    "find_metric_class",
+    "list_metrics",
+    "non_scalars",
+    "phase_prefix",
+    "scalars",
+    "snake_name",
+]

@@ -1,0 +1,109 @@
+"""What the trainer leaves for the report: the classification data file (sample images, targets,
+probabilities, class names, confusion matrix), written atomically; and per-class scores from a
+confusion matrix."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+#: Where ``save_classification_data`` writes, relative to the run folder.
+CLASSIFICATION_FILE = Path("report") / "data" / "classification.pt"
+_KEYS = ("images", "targets", "probs", "class_names", "confusion_matrix")
+
+
+def _check(data: dict[str, Any], where: str) -> None:
+    images, targets, probs = data["images"], data["targets"], data["probs"]
+    matrix, names = data["confusion_matrix"], data["class_names"]
+    count = len(names)
+    problems = []
+    if images.dim() != 4:
+        problems.append(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
+    if targets.dim() != 1 or targets.shape[0] != images.shape[0]:
+        problems.append(f"targets must be (N,) with N={images.shape[0]}, got shape {tuple(targets.shape)}")
+    if probs.dim() != 2 or probs.shape[0] != images.shape[0] or probs.shape[1] != count:
+        problems.append(f"probs must be (N, K) = ({images.shape[0]}, {count}), got shape {tuple(probs.shape)}")
+    if matrix.dim() != 2 or tuple(matrix.shape) != (count, count):
+        problems.append(f"confusion_matrix must be (K, K) = ({count}, {count}), got shape {tuple(matrix.shape)}")
+    if targets.numel() and (targets.min() < 0 or targets.max() >= count):
+        problems.append(f"targets must be class indices in [0, {count})")
+    if problems:
+        raise ValueError(f"{where}: " + "; ".join(problems))
+
+
+def save_classification_data(
+    run_dir: str | Path,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    probs: torch.Tensor,
+    class_names: Sequence[str],
+    confusion_matrix: torch.Tensor,
+) -> Path:
+    """Write ``run_dir/report/data/classification.pt`` for the report, atomically; return its path.
+
+    ``images``: a subset of validation inputs ``(N, C, H, W)`` in [0, 1] (up to ~64 is plenty);
+    ``targets`` ``(N,)`` and ``probs`` ``(N, K)`` (softmax) for those samples; ``confusion_matrix``
+    ``(K, K)`` over the whole validation set, rows = true class, columns = predicted class. Plain
+    tensors and strings only, so the file loads with ``weights_only=True``.
+
+    >>> import tempfile
+    >>> path = save_classification_data(tempfile.mkdtemp(), torch.rand(2, 1, 8, 8), torch.tensor([0, 1]),
+    ...                                 torch.tensor([[0.9, 0.1], [0.3, 0.7]]), ["cat", "dog"], torch.eye(2))
+    >>> load_classification_data(path)["class_names"]
+    ['cat', 'dog']
+    """
+    data = {
+        "images": images.detach().float().cpu().contiguous(),
+        "targets": targets.detach().long().cpu().contiguous(),
+        "probs": probs.detach().float().cpu().contiguous(),
+        "class_names": [str(name) for name in class_names],
+        "confusion_matrix": confusion_matrix.detach().long().cpu().contiguous(),
+    }
+    _check(data, "save_classification_data")
+    path = Path(run_dir) / CLASSIFICATION_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            torch.save(data, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_classification_data(path: str | Path) -> dict[str, Any]:
+    """Read and check a file written by ``save_classification_data`` (tensors only: ``weights_only``)."""
+    path = Path(path)
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    missing = [key for key in _KEYS if key not in data]
+    if missing:
+        raise ValueError(f"{path}: missing {missing}; write it with trainforge.report.save_classification_data")
+    _check(data, str(path))
+    return data
+
+
+def per_class_scores(confusion_matrix: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Precision, recall, F1 and support per class from a confusion matrix (rows true, columns predicted);
+    a score whose denominator is 0 is 0, as scikit-learn's ``zero_division=0``.
+
+    >>> scores = per_class_scores(torch.tensor([[3, 1], [0, 2]]))
+    >>> [round(v, 3) for v in scores["precision"].tolist()], [round(v, 3) for v in scores["recall"].tolist()]
+    ([1.0, 0.667], [0.75, 1.0])
+    """
+    matrix = confusion_matrix.double()
+    hits = matrix.diagonal()
+    predicted, support = matrix.sum(0), matrix.sum(1)
+    precision = torch.where(predicted > 0, hits / predicted.clamp(min=1), torch.zeros_like(hits))
+    recall = torch.where(support > 0, hits / support.clamp(min=1), torch.zeros_like(hits))
+    total = precision + recall
+    f1 = torch.where(total > 0, 2 * precision * recall / total.clamp(min=1e-12), torch.zeros_like(hits))
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support.long()}

@@ -1,0 +1,132 @@
+"""Figures for the report and for loggers, drawn with matplotlib's object API (``Figure``, rendered by
+Agg when saved): no pyplot, so no global backend or figure registry is touched, and no display is needed.
+matplotlib is imported inside each function."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+Series = tuple[Sequence[int], Sequence[float]]
+
+
+def new_figure(width: float = 6.4, height: float = 3.6) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def save_figure(figure: Figure, path: str | Path) -> Path:
+    """Save ``figure`` as PNG at ``path`` through a temporary file (a reader never sees half a file)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            figure.savefig(file, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def curve_figure(title: str, lines: Mapping[str, Series], ylabel: str = "", log_y: bool = False) -> Figure:
+    """One line per entry of ``lines`` (label to ``(steps, values)``) against the global step.
+
+    >>> curve_figure("loss", {"train": ([1, 2], [0.9, 0.5]), "valid": ([2], [0.7])}).axes[0].get_title()
+    'loss'
+    """
+    figure = new_figure()
+    axes = figure.add_subplot()
+    for label, (steps, values) in lines.items():
+        marker = "o" if len(steps) <= 30 else None
+        axes.plot(list(steps), list(values), label=label, marker=marker, markersize=3, linewidth=1.5)
+    axes.set_title(title)
+    axes.set_xlabel("step")
+    axes.set_ylabel(ylabel or title)
+    if log_y:
+        axes.set_yscale("log")
+    axes.grid(alpha=0.3)
+    if len(lines) > 1:
+        axes.legend()
+    return figure
+
+
+def confusion_matrix_figure(
+    matrix: torch.Tensor, class_names: Sequence[str] | None = None, normalize: bool = True
+) -> Figure:
+    """The confusion matrix (rows: true class, columns: predicted), colored by row-normalized rate and
+    annotated with counts when there are at most 20 classes.
+
+    >>> len(confusion_matrix_figure(torch.tensor([[3, 1], [0, 2]]), ["cat", "dog"]).axes)
+    2
+    """
+    counts = matrix.detach().cpu().long()
+    classes = counts.shape[0]
+    names = list(class_names) if class_names is not None else [str(i) for i in range(classes)]
+    rates = counts.double() / counts.sum(1, keepdim=True).clamp(min=1) if normalize else counts.double()
+    size = min(3.0 + 0.45 * classes, 16.0)
+    figure = new_figure(size + 1.0, size)
+    axes = figure.add_subplot()
+    image = axes.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    figure.colorbar(image, ax=axes, fraction=0.046, label="fraction of the true class" if normalize else "count")
+    ticks = range(classes)
+    axes.set_xticks(ticks, names, rotation=90 if classes > 6 else 0)
+    axes.set_yticks(ticks, names)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title("confusion matrix")
+    if classes <= 20:
+        for row in range(classes):
+            for column in range(classes):
+                dark = rates[row, column] > 0.5 * float(rates.max())
+                axes.text(column, row, str(int(counts[row, column])), ha="center", va="center", fontsize=8,
+                          color="white" if dark else "black")
+    return figure
+
+
+def per_class_figure(class_names: Sequence[str], scores: Mapping[str, torch.Tensor]) -> Figure:
+    """Grouped bars of precision, recall and F1 per class."""
+    classes = len(class_names)
+    figure = new_figure(min(4.0 + 0.5 * classes, 18.0), 3.6)
+    axes = figure.add_subplot()
+    width = 0.27
+    for offset, key in enumerate(("precision", "recall", "f1")):
+        positions = [i + (offset - 1) * width for i in range(classes)]
+        axes.bar(positions, scores[key].tolist(), width=width, label=key)
+    axes.set_xticks(range(classes), list(class_names), rotation=90 if classes > 8 else 0)
+    axes.set_ylim(0, 1.05)
+    axes.set_ylabel("score")
+    axes.set_title("per-class precision, recall and F1")
+    axes.grid(axis="y", alpha=0.3)
+    axes.legend(loc="lower right")
+    return figure
+
+
+def image_grid_figure(
+    images: torch.Tensor, titles: Sequence[str], correct: Sequence[bool], columns: int = 8
+) -> Figure:
+    """Images ``(N, C, H, W)`` in [0, 1] in a grid, each titled (green when ``correct``, red otherwise)."""
+    count = images.shape[0]
+    columns = max(1, min(columns, count))
+    rows = max(1, math.ceil(count / columns))
+    figure = new_figure(1.6 * columns, 1.75 * rows)
+    for index in range(count):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        image = images[index].detach().float().clamp(0, 1).cpu()
+        if image.shape[0] == 3:
+            axes.imshow(image.permute(1, 2, 0).numpy())
+        else:
+            axes.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
+        axes.set_title(titles[index], fontsize=7, color="green" if correct[index] else "red")
+        axes.axis("off")
+    return figure

@@ -1,0 +1,963 @@
+"""``Trainer``: a train recipe plus an eval recipe whose step functions are the trainer's own stage
+methods. Override a stage by subclassing or by passing ``callbacks={"stage": fn}`` (bound to this
+instance only); observe and steer with callback objects."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import inspect
+import json
+import os
+import platform
+import sys
+import types
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ._version import __version__
+from .callbacks import EpochMetricAvg, Optimizer, StdoutLogger
+from .callbacks.checkpoint import ModelCheckpoint
+from .callbacks.early_stopping import EarlyStopping
+from .data import ResumableLoader
+from .engine import Recipe, State, hook_methods
+from .errors import ConfigError, NonFiniteLossError, ResumeMismatchError
+from .runtime import Runtime, rng_state, seed_everything, set_rng_state
+from .training_config import TrainingConfig
+
+#: Stages a user may replace through ``callbacks={name: fn}``; ``fit`` replaces the loop after setup.
+STAGES: tuple[str, ...] = (
+    "preprocess",
+    "augmentations",
+    "on_before_model",
+    "train_step",
+    "compute_loss",
+    "evaluate",
+    "evaluate_step",
+    "compute_metrics",
+    "on_checkpoint",
+    "on_epoch_end",
+    "fit",
+)
+
+PHASE_PREFIX = {"TRAIN": "train", "VALID": "valid", "TEST": "test", "PREDICT": "predict"}
+
+
+def _bind(owner: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Bind ``fn`` to ``owner`` when its first parameter is ``self`` (Kornia's ``my_evaluate(self)``),
+    otherwise use it as given (``preprocess(x)``, an ``nn.Module`` of augmentations)."""
+    try:
+        params = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return fn
+    return types.MethodType(fn, owner) if params and params[0] == "self" else fn
+
+
+class Trainer:
+    """Fit, evaluate and predict a model, with every stage overridable.
+
+    A training step, stage by stage (``train_step``)::
+
+        x = on_before_model(augmentations(preprocess(batch["input"])))
+        outputs = {"output": model(x)}            # under autocast; a dict output is used as is
+        loss = compute_loss(outputs, batch)       # criterion(outputs["output"], batch["target"])
+        backward(loss)                            # scaled for fp16; no DDP sync while accumulating
+        compute_metrics("TRAIN", outputs, batch)  # on the device, no host sync
+
+    The ``Optimizer`` callback steps at accumulation boundaries (clip, step, zero, schedule). At each
+    epoch end (or every ``eval_steps``) ``evaluate()`` runs the model in eval mode without gradients,
+    with EMA weights when enabled; its loss and metrics are kept apart from training ones
+    (``valid/...`` vs ``train/...``).
+
+    >>> import tempfile
+    >>> from torch import nn
+    >>> from trainforge.data import load_digits_split
+    >>> train, valid = load_digits_split()
+    >>> cfg = TrainingConfig(max_epochs=1, batch_size=64, lr=0.01, scheduler="constant",
+    ...                      output_dir=tempfile.mkdtemp(), print_steps=1000, tensorboard=False, report=False)
+    >>> trainer = Trainer(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), cfg, train_data=train, valid_data=valid)
+    >>> metrics = trainer.fit().metrics  # doctest: +ELLIPSIS
+    epoch 1/1 | ...
+    >>> metrics["valid/accuracy"] > 0.8
+    True
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainingConfig | Mapping[str, Any] | None = None,
+        *,
+        train_data: Dataset | DataLoader | None = None,
+        valid_data: Dataset | DataLoader | Mapping[str, Dataset | DataLoader] | None = None,
+        criterion: Callable[..., torch.Tensor] | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        scheduler: Any = None,
+        callbacks: Mapping[str, Any] | Iterable[Any] | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if config is None:
+            config = TrainingConfig()
+        elif isinstance(config, Mapping):
+            config = TrainingConfig.from_dict(dict(config))
+        elif not isinstance(config, TrainingConfig):
+            raise TypeError(f"config must be a TrainingConfig or a dict, got {type(config).__name__}")
+        self.config = config
+        self.model = model
+        self.train_data = train_data
+        self.valid_data = valid_data
+        self.criterion = criterion
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.callbacks: list[Any] = []
+        self._custom_fit: Callable[[], Any] | None = None
+        self._setup_done = False
+        self.runtime: Runtime | None = None
+        self.recipe: Recipe | None = None
+        self.metrics_manager: Any = None
+        self.ema: Any = None
+        self.run_dir: Path | None = None
+        self.loggers: list[Any] = []
+        self.class_names: list[str] | None = None
+        self._apply_callbacks(callbacks)
+
+    # -- construction helpers -----------------------------------------------------------------------
+    def _apply_callbacks(self, callbacks: Mapping[str, Any] | Iterable[Any] | None) -> None:
+        if callbacks is None:
+            return
+        if not isinstance(callbacks, Mapping):
+            for callback in callbacks:
+                self.add_callback(callback)
+            return
+        for name, value in callbacks.items():
+            if name not in STAGES:
+                raise ConfigError(
+                    f"callbacks has no stage {name!r}; stages that can be replaced: {', '.join(STAGES)}"
+                )
+            if not callable(value) or (not inspect.isroutine(value) and hook_methods(value)):
+                self.add_callback(value)  # Kornia style: {"on_checkpoint": ModelCheckpoint(...)}
+            elif name == "fit":
+                self._custom_fit = _bind(self, value)
+            else:
+                setattr(self, name, _bind(self, value))  # this instance only, never the class
+
+    def add_callback(self, callback: Any) -> None:
+        """Add a callback object (any object with ``on_<event>(state)`` methods, e.g. a ``Callback``)."""
+        hook_methods(callback)  # a misspelled hook fails here, not silently later
+        self.callbacks.append(callback)
+        if self.recipe is not None:
+            self.recipe.callbacks.add(callback)
+
+    def set_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Use this optimizer instead of the one the config names (before ``fit``)."""
+        self.optimizer = optimizer
+
+    def set_loss(self, loss: Callable[..., torch.Tensor]) -> None:
+        """Use this loss instead of the one the config names."""
+        self.criterion = loss
+
+    @property
+    def loss(self) -> Callable[..., torch.Tensor] | None:
+        return self.criterion
+
+    @property
+    def epoch(self) -> int:
+        return self.recipe.state.epoch if self.recipe is not None else 0
+
+    @property
+    def global_step(self) -> int:
+        return self.recipe.state.global_step if self.recipe is not None else 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device if self.runtime is not None else torch.device("cpu")
+
+    # -- stages ---------------------------------------------------------------------------------------
+    def preprocess(self, x: Any) -> Any:
+        """Turn a batch's input into model input (e.g. ``x.float() / 255``); identity by default."""
+        return x
+
+    def augmentations(self, x: Any) -> Any:
+        """Batched, on-device augmentation applied during training only; identity by default."""
+        return x
+
+    def on_before_model(self, x: Any) -> Any:
+        """Last change to the input before the forward pass (channels_last when configured)."""
+        if self.config.channels_last and isinstance(x, torch.Tensor) and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def forward(self, batch: dict[str, Any], training: bool) -> dict[str, Any]:
+        """Run preprocess, augmentations (training only), on_before_model and the model."""
+        x = self.preprocess(batch["input"])
+        if training:
+            x = self.augmentations(x)
+        x = self.on_before_model(x)
+        with self.runtime.autocast():
+            output = self._model_fn(x)
+        return dict(output) if isinstance(output, Mapping) else {"output": output}
+
+    def compute_loss(self, outputs: dict[str, Any], batch: dict[str, Any]) -> torch.Tensor:
+        """The loss of a batch; ``criterion(outputs["output"], batch["target"])`` by default.
+
+        A criterion that takes ``(outputs, batch)`` dicts (``JointLoss``) may return ``(total, terms)``;
+        the terms are logged as ``loss/<tag>``.
+        """
+        if getattr(self.criterion, "takes_dicts", False):
+            return self.criterion(outputs, batch)
+        return self.criterion(outputs["output"].float(), batch["target"])
+
+    def train_step(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """One training step: forward, loss, backward, training metrics. Returns the step outputs."""
+        outputs = self.forward(batch, training=True)
+        loss = self.compute_loss(outputs, batch)
+        if isinstance(loss, tuple):
+            loss, terms = loss
+            outputs.update({f"loss/{k}": v.detach() for k, v in terms.items()})
+        if self._guard.check(loss, batch):  # a non-finite loss under the "skip" policy
+            outputs["loss"] = torch.zeros((), device=loss.device)
+            outputs["num_samples"] = 0
+            return outputs
+        accumulating = self._accumulating()
+        with self.runtime.no_sync(self._model_fn, accumulating):
+            self.runtime.backward(loss)
+        if not accumulating:
+            self._guard.check_grads(self._optimizer_cb.optimizer, batch)
+        outputs["loss"] = loss.detach()
+        outputs["num_samples"] = _batch_size(batch)
+        self.compute_metrics("TRAIN", outputs, batch)
+        return outputs
+
+    @torch.no_grad()
+    def evaluate_step(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """One evaluation step: forward in eval mode, loss, metrics."""
+        outputs = self.forward(batch, training=False)
+        if "target" in batch:
+            loss = self.compute_loss(outputs, batch)
+            outputs["loss"] = (loss[0] if isinstance(loss, tuple) else loss).detach()
+        outputs["num_samples"] = _batch_size(batch)
+        self.compute_metrics(self._eval_phase, outputs, batch, loader=self._eval_loader_name)
+        return outputs
+
+    def compute_metrics(
+        self, phase: str, outputs: dict[str, Any], batch: dict[str, Any], loader: str | None = None
+    ) -> None:
+        """Update the phase's metrics on the device (no host sync); computed at epoch end."""
+        if self.metrics_manager is None:
+            if not self.config.metrics or "target" not in batch:
+                return
+            self.metrics_manager = self._build_metrics(outputs)
+        self.metrics_manager.update(phase, outputs, batch, loader=loader)
+
+    def on_checkpoint(self, state: State) -> None:
+        """Called after each committed checkpoint; ``state.extra["checkpoint_path"]`` is its folder."""
+
+    def on_epoch_end(self, state: State) -> None:
+        """Called at the end of each training epoch, after evaluation and before checkpoints."""
+
+    # -- fit --------------------------------------------------------------------------------------------
+    def fit(self, resume_from: str | os.PathLike[str] | None = None) -> State:
+        """Train for ``config.max_epochs`` epochs in total; resume from a checkpoint or run folder first.
+
+        ``resume_from`` is a checkpoint folder, a run folder (its newest intact checkpoint), or
+        ``"auto"``: the newest intact checkpoint of this run's folder if there is one, else a fresh
+        start. SIGTERM (a preemption) finishes the current step, writes ``checkpoints/last`` and exits
+        with code 143. Returns the final ``State``; ``state.metrics`` holds the last metrics.
+        """
+        if resume_from not in (None, "auto") and self.config.output_dir is None and self.run_dir is None:
+            folder = Path(resume_from)
+            if (folder / "checkpoints").is_dir():
+                self.run_dir = folder  # resuming a run folder keeps writing into it
+        self.setup()
+        if resume_from == "auto":
+            if (self.run_dir / "checkpoints").is_dir():
+                from .checkpoint import find_resume_checkpoint
+
+                found = find_resume_checkpoint(self.run_dir / "checkpoints")
+                if found is not None:
+                    self.resume(found)
+        elif resume_from is not None:
+            self.resume(resume_from)
+        if self._custom_fit is not None:
+            return self._custom_fit()
+        try:
+            with _sigterm_flag(self._preemption):
+                state = self.recipe.run(self.config.max_epochs)
+        finally:
+            self._close_loggers()
+        if self.config.load_best_model_at_end:
+            self._load_best_model()
+        return state
+
+    def _load_best_model(self) -> None:
+        best = getattr(self, "checkpoint_callback", None)
+        best = best.best_model_path if best is not None else None
+        if best is None:
+            warnings.warn("load_best_model_at_end: no best checkpoint saved; keeping the last weights", stacklevel=2)
+            return
+        from .checkpoint import load_checkpoint
+
+        saved = load_checkpoint(best)["recipe"]
+        self.model.load_state_dict(saved["registered"]["model"])
+        if self.ema is not None:
+            self.ema.load_state_dict(saved["callbacks"]["EMA[0]"])
+
+    def train(self, resume_checkpoint_path: str | os.PathLike[str] | None = None) -> State:
+        """Alias of ``fit`` with Towhee's argument name."""
+        return self.fit(resume_from=resume_checkpoint_path)
+
+    # -- evaluation and prediction ---------------------------------------------------------------------
+    def evaluate(self, data: Dataset | DataLoader | None = None, phase: str = "VALID") -> dict[str, float]:
+        """Evaluate on ``data`` (default: the validation data; every named loader when it is a dict).
+
+        Runs in eval mode without gradients and with the EMA weights when enabled; the model returns
+        to training mode afterwards. Returns host floats named ``<phase>/<metric>``.
+        """
+        self.setup()
+        loaders = self._eval_loaders if data is None else {None: self._make_loader(data, train=False)}
+        if not loaders:
+            raise ConfigError("evaluate() needs data: pass valid_data to Trainer(...) or data to evaluate()")
+        results: dict[str, float] = {}
+        state = self.recipe.state
+        self.recipe.callbacks.fire("eval_start", state)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with self._ema_weights():
+                for name, loader in loaders.items():
+                    results.update(self._evaluate_loader(name, loader, phase))
+        finally:
+            self.model.train(was_training)
+        state.metrics.update(results)
+        self.recipe.callbacks.fire("eval_end", state)
+        return results
+
+    def _evaluate_loader(self, name: str | None, loader: Any, phase: str) -> dict[str, float]:
+        prefix = PHASE_PREFIX[phase] + (f"_{name}" if name else "")
+        self._eval_phase, self._eval_loader_name = phase, name
+        if self.metrics_manager is not None:
+            self.metrics_manager.reset(phase, loader=name)
+        recipe = self._eval_recipe
+        recipe.loader = loader
+        recipe.reset()
+        self._eval_loss_avg.alias = f"{prefix}/loss"
+        metrics = dict(recipe.run(1).metrics)
+        if self.metrics_manager is not None and self.metrics_manager.names(phase, loader=name):
+            computed = self.metrics_manager.compute(phase, loader=name)
+            metrics.update(self.metrics_manager.scalars(computed))
+            self._last_non_scalars[prefix] = self.metrics_manager.non_scalars(computed)
+        return metrics
+
+    @torch.no_grad()
+    def predict(self, data: Dataset | DataLoader) -> list[dict[str, Any]]:
+        """Run the model on ``data`` in eval mode; returns each batch's outputs on the CPU (with indices)."""
+        self.setup()
+        loader = self._make_loader(data, train=False)
+        was_training = self.model.training
+        self.model.eval()
+        predictions = []
+        try:
+            with self._ema_weights():
+                for batch in loader:
+                    batch = self.runtime.to_device(batch)
+                    outputs = self.forward(batch, training=False)
+                    outputs["index"] = batch["index"]
+                    predictions.append({k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in outputs.items()})
+        finally:
+            self.model.train(was_training)
+        return predictions
+
+    # -- setup ----------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Build everything ``fit`` needs: runtime, loaders, optimizer, schedule, callbacks. Idempotent."""
+        if self._setup_done:
+            return
+        cfg = self.config
+        self.runtime = Runtime(cfg.device, cfg.precision)
+        seed_everything(cfg.seed)
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+        if self.run_dir is None:
+            self.run_dir = self._make_run_dir()
+        self._prepare_model()
+        self.train_loader = None if self.train_data is None else self._make_loader(self.train_data, train=True)
+        self._eval_loaders = self._make_eval_loaders(self.valid_data)
+        if self.criterion is None:
+            from .losses import build_loss
+
+            self.criterion = build_loss(cfg.loss, **cfg.loss_params)
+        self._build_recipes()
+        self._setup_done = True
+
+    def _prepare_model(self) -> None:
+        cfg, model = self.config, self.model
+        self._freeze_bn = None
+        if cfg.freeze_batchnorm:
+            from .callbacks.freezing import FreezeBatchNorm
+
+            self._freeze_bn = FreezeBatchNorm(model)  # eval mode + no grad, re-applied before each batch
+        model.to(self.runtime.device)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self._model_fn = self.runtime.wrap_model(model)
+        if cfg.compile:
+            self._model_fn = torch.compile(self._model_fn)
+        if cfg.ema_decay is not None:
+            from .callbacks.ema import EMA
+
+            self.ema = EMA(model, decay=cfg.ema_decay)
+
+    def _make_loader(self, data: Any, train: bool) -> Any:
+        if isinstance(data, DataLoader) or (not isinstance(data, Dataset) and hasattr(data, "__iter__")):
+            return _DictBatches(data)  # a user's loader: its own order; tuples become dicts per batch
+        if not isinstance(data, Dataset):
+            raise ConfigError(f"data must be a Dataset or a DataLoader, got {type(data).__name__}")
+        cfg, rt = self.config, self.runtime
+        return ResumableLoader(
+            data,
+            batch_size=cfg.batch_size if train else (cfg.eval_batch_size or cfg.batch_size),
+            shuffle=train,
+            drop_last=cfg.drop_last and train,
+            seed=cfg.seed,
+            num_workers=cfg.num_workers,
+            pin_memory=cfg.pin_memory and rt.device.type == "cuda",
+            persistent_workers=cfg.persistent_workers,
+            timeout=cfg.data_timeout,
+            rank=rt.rank,
+            world_size=rt.world_size,
+            pad_to_equal=train,
+        )
+
+    def _make_eval_loaders(self, data: Any) -> dict[str | None, Any]:
+        if data is None:
+            return {}
+        if isinstance(data, Mapping):
+            items = list(data.items())
+            return {(None if i == 0 else str(k)): self._make_loader(v, train=False) for i, (k, v) in enumerate(items)}
+        return {None: self._make_loader(data, train=False)}
+
+    def _build_optimization(self) -> None:
+        cfg = self.config
+        from .optim import build_optimizer, build_scheduler, count_optimizer_steps
+
+        if self.optimizer is None:
+            self.optimizer = build_optimizer(
+                cfg.optimizer, self.model, lr=cfg.lr, weight_decay=cfg.weight_decay, **cfg.optimizer_params
+            )
+        if self.scheduler is None and cfg.scheduler is not None:
+            epochs_steps = count_optimizer_steps(len(self.train_loader), cfg.max_epochs, cfg.accumulate_grad_batches)
+            if cfg.scheduler_interval == "epoch":
+                epochs_steps = cfg.max_epochs
+            self.scheduler = build_scheduler(
+                cfg.scheduler,
+                self.optimizer,
+                total_steps=epochs_steps,
+                warmup_steps=cfg.warmup_steps,
+                warmup_ratio=cfg.warmup_ratio,
+                **cfg.scheduler_params,
+            )
+
+    def _build_recipes(self) -> None:
+        cfg = self.config
+        self._eval_phase, self._eval_loader_name = "VALID", None
+        self._last_non_scalars: dict[str, Any] = {}
+        self._eval_recipe = Recipe(self.evaluate_step, [])
+        self._eval_recipe.device = self.runtime.device
+        self._eval_loss_avg = EpochMetricAvg("loss", post_each_batch=False, weight="num_samples")
+        self._eval_recipe.callbacks.add(self._eval_loss_avg)
+        self._eval_recipe.callbacks.add(_EvalBatchEvents(self))
+
+        self.recipe = recipe = Recipe(self.train_step, self.train_loader if self.train_loader is not None else [])
+        self._batches_per_epoch = len(self.train_loader) if self.train_loader is not None else 0
+        recipe.device = self.runtime.device
+        recipe.state.extra["save_state"] = self._checkpoint_state
+        recipe.register("model", self.model)
+        self._guard = _NonFiniteGuard(cfg.non_finite)
+        if self.train_loader is not None:
+            self._build_optimization()
+        self._optimizer_cb = Optimizer(
+            self.optimizer if self.optimizer is not None else _NoOptimizer(),
+            accumulation=cfg.accumulate_grad_batches,
+            clip_grad_norm=cfg.gradient_clip_val,
+            scheduler=self.scheduler,
+            scheduler_interval=cfg.scheduler_interval,
+            scaler=self.runtime.scaler,
+        )
+        early = [c for c in self.callbacks if getattr(c, "group", None) == "prologue"]
+        for callback in early:  # e.g. FreezeUnfreeze: its state must load before the optimizer's
+            recipe.callbacks.add(callback)
+        if self._freeze_bn is not None:
+            recipe.callbacks.add(self._freeze_bn, "prologue")
+        recipe.callbacks.add(self._guard, "prologue")
+        recipe.callbacks.add(self._optimizer_cb, "prologue")
+        if self.ema is not None:
+            recipe.callbacks.add(self.ema, "prologue")
+        recipe.callbacks.add(EpochMetricAvg("loss", alias="train/loss", weight="num_samples"), "prologue")
+        recipe.callbacks.add(_TrainMetrics(self), "prologue")
+        if cfg.eval_strategy != "no" and self._eval_loaders:
+            recipe.callbacks.add(_Evaluation(self), "prologue")
+        recipe.callbacks.add(_TrainerStages(self), "prologue")
+        for callback in self.callbacks:
+            if not any(callback is c for c in early):
+                recipe.callbacks.add(callback)
+        for callback in self._default_callbacks():
+            recipe.callbacks.add(callback, "epilogue")
+        self._preemption = _Preemption(self)
+        recipe.callbacks.add(self._preemption, "epilogue")
+        fault = os.environ.get("TRAINFORGE_FAULT", "")
+        if fault.startswith(("kill_after_step:", "kill_after_epoch:", "sigterm_after_step:")):
+            recipe.callbacks.add(_FaultInjection(fault), "epilogue")  # tests only: deterministic kill points
+
+    def _default_callbacks(self) -> list[Any]:
+        cfg = self.config
+        callbacks: list[Any] = []
+        if cfg.early_stopping:
+            callbacks.append(EarlyStopping(**cfg.early_stopping))
+        if cfg.checkpoint is not None and self.run_dir is not None:
+            self.checkpoint_callback = ModelCheckpoint(self.run_dir / "checkpoints", **cfg.checkpoint)
+            callbacks.append(self.checkpoint_callback)
+        if cfg.print_steps is not None:
+            callbacks.append(StdoutLogger(log_every=cfg.print_steps))
+        else:
+            callbacks.append(StdoutLogger(log_every=-1))
+        return callbacks
+
+    def _make_run_dir(self) -> Path:
+        cfg = self.config
+        if cfg.output_dir is not None:
+            run_dir = Path(cfg.output_dir)
+        else:
+            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+            run_dir = Path("runs") / cfg.experiment_name / stamp
+        if self.runtime.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text(cfg.to_yaml())
+            (run_dir / "env.json").write_text(json.dumps(environment_info(), indent=2))
+        return run_dir
+
+    def _checkpoint_state(self) -> dict[str, Any]:
+        self._guard.assert_finite_weights(self.model)
+        return self.state_dict()
+
+    def _build_metrics(self, outputs: dict[str, Any]) -> Any:
+        from .metrics import MetricsManager
+
+        output = outputs.get("output")
+        num_classes = int(output.shape[-1]) if isinstance(output, torch.Tensor) and output.dim() >= 2 else None
+        manager = MetricsManager(_metric_specs(self.config.metrics), num_classes=num_classes)
+        return manager.to(self.runtime.device)
+
+
+    def _accumulating(self) -> bool:
+        """True when this micro-batch's gradients are only summed (no optimizer step follows it)."""
+        state = self.recipe.state
+        ends_epoch = state.epoch_step + 1 >= self._batches_per_epoch
+        return self._optimizer_cb.pending + 1 < self.config.accumulate_grad_batches and not ends_epoch
+
+    @contextlib.contextmanager
+    def _ema_weights(self) -> Iterator[None]:
+        if self.ema is None:
+            yield
+            return
+        with self.ema.swap(self.model):
+            yield
+
+    def _close_loggers(self) -> None:
+        for logger in self.loggers:
+            logger.close()
+        self.loggers = []
+
+    # -- state, save, load, resume ------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a bit-exact resume needs: recipe (model, EMA, optimizer, schedule, scaler, stateful
+        callbacks, progress), RNG states, the config and a fingerprint of the training data."""
+        self.setup()
+        return {
+            "format_version": CHECKPOINT_FORMAT,
+            "trainforge_version": __version__,
+            "recipe": self.recipe.state_dict(),
+            "rng": rng_state(),
+            "config": self.config.to_dict(),
+            "data": self._data_fingerprint(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
+        """Restore ``state_dict()``; a changed batch size, data set or model raises ``ResumeMismatchError``."""
+        self.setup()
+        self._check_compatible(state)
+        try:
+            self.recipe.load_state_dict(state["recipe"], strict=strict)
+        except (KeyError, RuntimeError, ValueError) as error:
+            raise ResumeMismatchError(f"cannot restore the saved run into this trainer: {error}") from None
+        set_rng_state(state["rng"])
+
+    def _data_fingerprint(self) -> dict[str, Any]:
+        data = self.train_data
+        return {
+            "batch_size": self.config.batch_size,
+            "accumulate_grad_batches": self.config.accumulate_grad_batches,
+            "world_size": self.runtime.world_size,
+            "num_samples": len(data) if isinstance(data, Dataset) and hasattr(data, "__len__") else None,
+            "dataset_hash": dataset_fingerprint(data),
+            "class_names": self.class_names,
+        }
+
+    def _check_compatible(self, state: dict[str, Any]) -> None:
+        if state.get("format_version") != CHECKPOINT_FORMAT:
+            raise ResumeMismatchError(
+                f"checkpoint format {state.get('format_version')!r} is not supported (this is {CHECKPOINT_FORMAT})"
+            )
+        saved, current = state.get("data", {}), self._data_fingerprint()
+        for key, value in current.items():
+            if key in saved and saved[key] != value:
+                raise ResumeMismatchError(
+                    f"cannot resume: {key} changed from {saved[key]!r} (saved run) to {value!r} (this run). "
+                    "Resume with the same setting, or start a new run and load the weights with load_checkpoint."
+                )
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write a full checkpoint folder at ``path`` (atomic, verified; see ``trainforge.checkpoint``)."""
+        from .checkpoint import save_checkpoint
+
+        self.setup()
+        self._guard.assert_finite_weights(self.model)
+        state = self.state_dict()
+        return save_checkpoint(Path(path), state, metadata={"global_step": self.global_step, "epoch": self.epoch})
+
+    def load(self, path: str | os.PathLike[str]) -> None:
+        """Load a checkpoint folder written by ``save`` or by ``ModelCheckpoint`` (verified, code-free)."""
+        from .checkpoint import load_checkpoint
+
+        self.load_state_dict(load_checkpoint(Path(path)))
+
+    def resume(self, path: str | os.PathLike[str]) -> Path:
+        """Resume from a checkpoint folder, or from the newest intact checkpoint of a run folder."""
+        from .checkpoint import find_resume_checkpoint, read_manifest
+
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"resume_from={str(path)!r} does not exist")
+        candidate = path
+        if not (path / "MANIFEST.json").exists():
+            search = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+            candidate = find_resume_checkpoint(search)
+            if candidate is None:
+                raise ConfigError(f"resume_from={str(path)!r}: no intact checkpoint found in {search}")
+        read_manifest(candidate)
+        self.load(candidate)
+        return candidate
+
+
+CHECKPOINT_FORMAT = 1
+
+
+def environment_info() -> dict[str, Any]:
+    """Package versions, git commit, hardware and command line, for ``env.json`` in the run folder."""
+    import importlib.metadata as metadata
+    import subprocess
+
+    versions = {}
+    for package in ("trainforge", "torch", "torchvision", "numpy", "torchmetrics", "timm"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        ).stdout.strip() or None
+    except OSError:
+        sha = None
+    return {
+        "versions": versions,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "cuda": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "git_sha": sha,
+        "command": sys.argv,
+    }
+
+
+def dataset_fingerprint(data: Any) -> str | None:
+    """A cheap identity of a data set: its own ``fingerprint()`` when it has one; for in-memory tensor
+    data a SHA-256 of the tensors; otherwise None (only the length is compared)."""
+    if data is None:
+        return None
+    own = getattr(data, "fingerprint", None)
+    if callable(own):
+        return str(own())
+    tensors = getattr(data, "tensors", None)
+    if isinstance(tensors, tuple) and all(isinstance(t, torch.Tensor) for t in tensors):
+        digest = hashlib.sha256()
+        for tensor in tensors:
+            digest.update(str((tuple(tensor.shape), tensor.dtype)).encode())
+            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()[:16]
+    return None
+
+
+def _metric_specs(metrics: Iterable[Any]) -> list[dict[str, Any]]:
+    """Metric names (``"Accuracy"``) become specs (``{"name": "Accuracy"}``); dicts pass through."""
+    return [{"name": m} if isinstance(m, str) else dict(m) for m in metrics]
+
+
+def _batch_size(batch: dict[str, Any]) -> int:
+    x = batch["input"]
+    return int(x.shape[0]) if isinstance(x, torch.Tensor) else len(x)
+
+
+class _DictBatches:
+    """A user's DataLoader whose batches are tuples: each becomes ``{"input", "target", "index"}``."""
+
+    def __init__(self, loader: Iterable[Any]) -> None:
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        seen = 0
+        for batch in self.loader:
+            if isinstance(batch, Mapping):
+                batch = dict(batch)
+            elif isinstance(batch, (tuple, list)):
+                batch = {"input": batch[0], "target": batch[1]} if len(batch) > 1 else {"input": batch[0]}
+            else:
+                batch = {"input": batch}
+            size = _batch_size(batch)
+            batch.setdefault("index", torch.arange(seen, seen + size))
+            seen += size
+            yield batch
+
+
+class _NoOptimizer:
+    """Stands in when there is nothing to train (evaluate/predict only)."""
+
+    param_groups: list[dict[str, Any]] = [{"lr": 0.0, "params": []}]  # noqa: RUF012
+
+    def zero_grad(self, set_to_none: bool = True) -> None: ...
+    def step(self) -> None: ...
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class _NonFiniteGuard:
+    """Stops (or skips) on a NaN/inf loss or gradient, naming the step, epoch, loss and sample indices.
+
+    The check reads one value per step. On the CPU that is a plain memory read; on a GPU it is a host
+    sync, so there the loss is checked at the logging cadence instead and the error names the first
+    bad step recorded on the device. Checkpoints always check first, so non-finite weights are never
+    saved.
+    """
+
+    def __init__(self, policy: str) -> None:
+        self.policy = policy
+        self.state: State | None = None
+        self.skipped = 0
+
+    def on_fit_start(self, state: State) -> None:
+        self.state = state
+
+    def check(self, loss: torch.Tensor, batch: dict[str, Any]) -> bool:
+        """True when the batch must be skipped; raises under the ``raise`` policy."""
+        if loss.device.type != "cpu":
+            return False  # checked in bulk at cadence (see raise_if_bad) to keep the GPU loop sync-free
+        if bool(torch.isfinite(loss)):
+            return False
+        if self.policy == "skip":
+            self.skipped += 1
+            warnings.warn(f"skipping batch at step {self.state.global_step + 1}: loss is {loss.item()}", stacklevel=2)
+            return True
+        self._raise(loss.item(), batch)
+        return False
+
+    def _raise(self, value: float, batch: dict[str, Any]) -> None:
+        state = self.state
+        indices = batch.get("index")
+        shown = indices.tolist() if isinstance(indices, torch.Tensor) else indices
+        raise NonFiniteLossError(
+            f"loss is {value} at step {state.global_step + 1} (epoch {state.epoch + 1}); "
+            f"batch sample indices: {shown}. No checkpoint with non-finite weights was written. "
+            "Lower the learning rate, enable gradient_clip_val, check the data at those indices, "
+            "or set non_finite='skip'."
+        )
+
+    def check_grads(self, optimizer: Any, batch: dict[str, Any]) -> None:
+        """Before an optimizer step on the CPU: every gradient must be finite (a NaN only in the backward
+        pass leaves the loss finite)."""
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not grads or grads[0].device.type != "cpu":
+            return
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        if not bool(torch.isfinite(norm)):
+            state = self.state
+            raise NonFiniteLossError(
+                f"gradients are non-finite (norm {norm.item()}) at step {state.global_step + 1} "
+                f"(epoch {state.epoch + 1}) although the loss is finite; batch sample indices: "
+                f"{batch['index'].tolist()}. Run with torch.autograd.set_detect_anomaly(True) to find the op."
+            )
+
+    @staticmethod
+    def assert_finite_weights(model: nn.Module) -> None:
+        """Refuse to checkpoint non-finite weights (one host sync, at checkpoint time only)."""
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise NonFiniteLossError(
+                    f"parameter {name!r} holds NaN or inf; the checkpoint was not written and the last "
+                    "good checkpoint is kept. Lower the learning rate or enable gradient_clip_val."
+                )
+
+
+@contextlib.contextmanager
+def _sigterm_flag(preemption: _Preemption) -> Iterator[None]:
+    """While training, SIGTERM only sets a flag; the loop stops cleanly at the next batch end."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: preemption.request())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _Preemption:
+    """On SIGTERM: finish the current step, write ``checkpoints/last``, exit with 143 (128 + SIGTERM).
+
+    Under torch.distributed the flag is agreed across ranks (a max all-reduce) every
+    ``log_every_n_steps`` steps, so every rank stops at the same step; alone, it is a plain bool read.
+    """
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.requested = False
+        self.every = trainer.config.log_every_n_steps if trainer.runtime.distributed else 1
+
+    def request(self) -> None:
+        self.requested = True
+
+    def on_batch_end(self, state: State) -> None:
+        if state.global_step % self.every:
+            return
+        runtime = self.trainer.runtime
+        if not (runtime.any_rank(self.requested) if runtime.distributed else self.requested):
+            return
+        checkpoint = getattr(self.trainer, "checkpoint_callback", None)
+        if checkpoint is not None:
+            checkpoint.write_last(state)
+        print(f"SIGTERM: stopped after step {state.global_step}; resume with fit(resume_from='auto')", flush=True)
+        raise SystemExit(143)
+
+
+class _FaultInjection:
+    """Test hook (``TRAINFORGE_FAULT``): SIGKILL or SIGTERM this process at an exact point, after every
+    other callback of that event (so a checkpoint due at that step is already written)."""
+
+    def __init__(self, spec: str) -> None:
+        kind, _, value = spec.partition(":")
+        self.kind, self.at = kind, int(value)
+
+    def on_batch_end(self, state: State) -> None:
+        import signal
+
+        if self.kind == "kill_after_step" and state.global_step == self.at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.kind == "sigterm_after_step" and state.global_step == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_epoch_end(self, state: State) -> None:
+        import signal
+
+        if self.kind == "kill_after_epoch" and state.epoch + 1 == self.at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _EvalBatchEvents:
+    """On the eval recipe: fires ``eval_batch_start``/``eval_batch_end`` on the trainer's callbacks."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+
+    def on_batch_start(self, state: State) -> None:
+        self.trainer.recipe.callbacks.fire("eval_batch_start", state)
+
+    def on_batch_end(self, state: State) -> None:
+        self.trainer.recipe.callbacks.fire("eval_batch_end", state)
+
+
+class _TrainMetrics:
+    """Training metrics: reset at each epoch start, computed at epoch end (host floats, ``train/...``);
+    their running state is saved in checkpoints so a resumed epoch counts the same samples."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+
+    def on_epoch_start(self, state: State) -> None:
+        manager = self.trainer.metrics_manager
+        if manager is not None and state.epoch_step == 0:
+            manager.reset("TRAIN")
+
+    def on_epoch_end(self, state: State) -> None:
+        manager = self.trainer.metrics_manager
+        if manager is not None and manager.names("TRAIN"):
+            state.metrics.update(manager.scalars(manager.compute("TRAIN")))
+
+    def state_dict(self) -> dict[str, Any]:
+        manager = self.trainer.metrics_manager
+        return {"manager": None if manager is None else manager.state_dict(),
+                "num_classes": None if manager is None else manager.num_classes}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["manager"] is None:
+            return
+        trainer = self.trainer
+        if trainer.metrics_manager is None:
+            from .metrics import MetricsManager
+
+            manager = MetricsManager(_metric_specs(trainer.config.metrics), num_classes=state["num_classes"])
+            trainer.metrics_manager = manager.to(trainer.runtime.device)
+        trainer.metrics_manager.load_state_dict(state["manager"])
+
+
+class _Evaluation:
+    """Runs ``trainer.evaluate()`` at each epoch end, or every ``eval_steps`` training steps."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        cfg = trainer.config
+        self.every = cfg.eval_steps if cfg.eval_strategy == "steps" else None
+
+    def on_batch_end(self, state: State) -> None:
+        if self.every is not None and state.global_step % self.every == 0:
+            self.trainer.evaluate()
+
+    def on_epoch_end(self, state: State) -> None:
+        if self.every is None:
+            self.trainer.evaluate()
+
+
+class _TrainerStages:
+    """Calls the trainer's ``on_epoch_end`` and ``on_checkpoint`` stages at their events."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+
+    def on_epoch_end(self, state: State) -> None:
+        self.trainer.on_epoch_end(state)
+
+    def on_checkpoint(self, state: State) -> None:
+        self.trainer.on_checkpoint(state)
