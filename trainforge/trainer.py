@@ -29,6 +29,7 @@ from .callbacks.early_stopping import EarlyStopping
 from .data import ResumableLoader
 from .engine import Recipe, State, hook_methods
 from .errors import ConfigError, NonFiniteLossError, ResumeMismatchError
+from .loggers import Throughput
 from .runtime import Runtime, rng_state, seed_everything, set_rng_state
 from .training_config import TrainingConfig
 
@@ -84,7 +85,7 @@ class Trainer:
     ...                      output_dir=tempfile.mkdtemp(), print_steps=1000, tensorboard=False, report=False)
     >>> trainer = Trainer(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), cfg, train_data=train, valid_data=valid)
     >>> metrics = trainer.fit().metrics  # doctest: +ELLIPSIS
-    epoch 1/1 | ...
+    epoch 1/1 done | ...
     >>> metrics["valid/accuracy"] > 0.8
     True
     """
@@ -290,11 +291,53 @@ class Trainer:
         try:
             with _sigterm_flag(self._preemption):
                 state = self.recipe.run(self.config.max_epochs)
+            if self.config.load_best_model_at_end:
+                self._load_best_model()
+            self._finish_run(state)
         finally:
             self._close_loggers()
-        if self.config.load_best_model_at_end:
-            self._load_best_model()
         return state
+
+    def _finish_run(self, state: State) -> None:
+        """Hyper-parameters with final metrics, report data and the HTML report (rank 0)."""
+        if not self.runtime.is_main:
+            return
+        final = {k: v for k, v in state.metrics.items() if isinstance(v, (int, float))}
+        for logger in self.loggers:
+            logger.log_hyperparams(self.config.to_dict(), final)
+        if self.config.report:
+            self._save_report_data()
+            from .report import build_report
+
+            for logger in self.loggers:
+                logger.close()  # flush metrics.jsonl before the report reads it
+            self.loggers = []
+            path = build_report(self.run_dir)
+            print(f"report: {path}")
+
+    @torch.no_grad()
+    def _save_report_data(self) -> None:
+        """For classification runs: probabilities over the validation set, the confusion matrix, and the
+        best, worst and random samples' images for the report's grids."""
+        loader = next(iter(self._eval_loaders.values()), None)
+        if loader is None:
+            return
+        images, targets, probs = [], [], []
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with self._ema_weights():
+                for batch in loader:
+                    batch = self.runtime.to_device(batch)
+                    output = self.forward(batch, training=False).get("output")
+                    if "target" not in batch or not isinstance(output, torch.Tensor) or output.dim() != 2:
+                        return  # not classification: nothing to add
+                    probs.append(output.float().softmax(-1).cpu())
+                    targets.append(batch["target"].cpu())
+                    images.append(batch["input"].float().cpu())
+        finally:
+            self.model.train(was_training)
+        save_classification_report_data(self.run_dir, images, targets, probs, self.class_names)
 
     def _load_best_model(self) -> None:
         best = getattr(self, "checkpoint_callback", None)
@@ -502,6 +545,7 @@ class Trainer:
             recipe.callbacks.add(self.ema, "prologue")
         recipe.callbacks.add(EpochMetricAvg("loss", alias="train/loss", weight="num_samples"), "prologue")
         recipe.callbacks.add(_TrainMetrics(self), "prologue")
+        recipe.callbacks.add(Throughput(log_every=cfg.log_every_n_steps), "prologue")
         if cfg.eval_strategy != "no" and self._eval_loaders:
             recipe.callbacks.add(_Evaluation(self), "prologue")
         recipe.callbacks.add(_TrainerStages(self), "prologue")
@@ -517,15 +561,25 @@ class Trainer:
             recipe.callbacks.add(_FaultInjection(fault), "epilogue")  # tests only: deterministic kill points
 
     def _default_callbacks(self) -> list[Any]:
+        from .loggers import ConsoleLogger, JsonlLogger, TensorBoardLogger
+
         cfg = self.config
         callbacks: list[Any] = []
         if cfg.early_stopping:
             callbacks.append(EarlyStopping(**cfg.early_stopping))
-        if cfg.checkpoint is not None and self.run_dir is not None:
+        if cfg.checkpoint is not None:
             self.checkpoint_callback = ModelCheckpoint(self.run_dir / "checkpoints", **cfg.checkpoint)
             callbacks.append(self.checkpoint_callback)
+        self.loggers = [JsonlLogger(self.run_dir / "metrics.jsonl")]
+        if cfg.tensorboard:
+            self.loggers.append(TensorBoardLogger(self.run_dir / "tensorboard"))
+        callbacks.append(_LogWriter(self))
         if cfg.print_steps is not None:
-            callbacks.append(StdoutLogger(log_every=cfg.print_steps))
+            callbacks.append(ConsoleLogger(print_steps=cfg.print_steps))
+        elif cfg.progress_bar and sys.stdout.isatty():
+            callbacks.append(ConsoleLogger())  # a live bar per epoch
+        elif cfg.progress_bar:  # a log file or a pipe: lines at the logging cadence read better than a bar
+            callbacks.append(ConsoleLogger(print_steps=cfg.log_every_n_steps))
         else:
             callbacks.append(StdoutLogger(log_every=-1))
         return callbacks
@@ -703,6 +757,29 @@ def dataset_fingerprint(data: Any) -> str | None:
             digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()[:16]
     return None
+
+
+def save_classification_report_data(
+    run_dir: Path, images: list[torch.Tensor], targets: list[torch.Tensor], probs: list[torch.Tensor],
+    class_names: list[str] | None, per_group: int = 24,
+) -> None:
+    """Keep the ``per_group`` best and worst samples (by true-class probability) plus some random ones,
+    scaled to [0, 1] per image for display, and the full confusion matrix."""
+    from .report import save_classification_data
+
+    x, y, p = torch.cat(images), torch.cat(targets).long(), torch.cat(probs)
+    k = p.shape[1]
+    confusion = torch.bincount(y * k + p.argmax(1), minlength=k * k).reshape(k, k)
+    true_prob = p[torch.arange(len(y)), y]
+    order = true_prob.argsort()
+    chosen = torch.cat([order[:per_group], order[-per_group:], torch.randperm(len(y))[:per_group // 2]]).unique()
+    view = x[chosen]
+    if view.dim() == 4:
+        low = view.amin(dim=(1, 2, 3), keepdim=True)
+        high = view.amax(dim=(1, 2, 3), keepdim=True)
+        view = (view - low) / (high - low).clamp_min(1e-8)
+    names = class_names or [str(i) for i in range(k)]
+    save_classification_data(run_dir, view, y[chosen], p[chosen], names, confusion)
 
 
 def _metric_specs(metrics: Iterable[Any]) -> list[dict[str, Any]]:
@@ -884,6 +961,54 @@ class _FaultInjection:
 
         if self.kind == "kill_after_epoch" and state.epoch + 1 == self.at:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _LogWriter:
+    """Writes metrics to the run's loggers (JSONL always, TensorBoard when enabled): training values
+    every ``log_every_n_steps`` (the host sync happens here, at that cadence), validation values at
+    each evaluation, epoch values at epoch end; a grid of the first batch's inputs, and the confusion
+    matrix as a figure."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.every = trainer.config.log_every_n_steps
+        self.images_logged = False
+
+    def _log(self, state: State, names: Iterable[str], phase: str) -> None:
+        metrics = {k: state.metrics[k] for k in names if k in state.metrics}
+        if metrics:
+            for logger in self.trainer.loggers:
+                logger.log_metrics(metrics, step=state.global_step, phase=phase, epoch=state.epoch)
+
+    def on_batch_start(self, state: State) -> None:
+        if self.images_logged or not self.trainer.runtime.is_main:
+            return
+        self.images_logged = True
+        x = state.batch.get("input") if isinstance(state.batch, dict) else None
+        if isinstance(x, torch.Tensor) and x.dim() == 4 and x.shape[1] in (1, 3):
+            images = x[:16].detach().float().cpu()
+            low, high = images.amin(), images.amax()
+            for logger in self.trainer.loggers:
+                logger.log_images("inputs/train", (images - low) / (high - low).clamp_min(1e-8), state.global_step)
+
+    def on_batch_end(self, state: State) -> None:
+        if state.global_step % self.every == 0:
+            self._log(state, [k for k in state.metrics if not k.startswith(("valid", "test"))], "train")
+
+    def on_eval_end(self, state: State) -> None:
+        self._log(state, [k for k in state.metrics if k.startswith(("valid", "test"))], "valid")
+        if not self.trainer.runtime.is_main:
+            return
+        from .loggers import log_confusion_matrix
+
+        for values in self.trainer._last_non_scalars.values():
+            for name, value in values.items():
+                if "confusion" in name and isinstance(value, torch.Tensor) and value.dim() == 2:
+                    for logger in self.trainer.loggers:
+                        log_confusion_matrix(logger, name, value.cpu(), state.global_step, self.trainer.class_names)
+
+    def on_epoch_end(self, state: State) -> None:
+        self._log(state, [k for k in state.metrics if k.startswith("train") or k == "lr"], "train")
 
 
 class _EvalBatchEvents:

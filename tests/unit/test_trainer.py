@@ -319,8 +319,15 @@ def test_user_dataloader_and_predict(tmp_path, small):
 
 def test_print_steps_lines(tmp_path, small, capsys):
     Trainer(mlp(), cfg(tmp_path, print_steps=2, max_epochs=1), train_data=small[0]).fit()
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step")]
-    assert [line.split(" |")[0] for line in lines] == ["step 2", "step 4"]
+    lines = [line.split(" |")[0] for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
+    assert lines == ["epoch 1/1 step 2", "epoch 1/1 step 4", "epoch 1/1 done"]
+
+
+def test_console_silent_on_other_ranks(tmp_path, small, capsys, monkeypatch):
+    monkeypatch.setenv("RANK", "1")  # no process group: only the rank checks of console and files run
+    Trainer(mlp(), cfg(tmp_path, print_steps=1), train_data=small[0], valid_data=small[1]).fit()
+    assert capsys.readouterr().out == ""
+    assert not (tmp_path / "run").exists()  # only rank 0 writes the run folder
 
 
 def test_bad_device_is_a_clear_error(tmp_path, small):
