@@ -1,0 +1,42 @@
+"""Two-process training under torchrun (gloo on CPU): the Trainer wraps DDP, shards the data, reduces
+metrics across ranks, and only rank 0 writes the run folder. Writes RANK's view to OUT/rank<R>.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import torch
+from torch import nn
+from torch.utils.data import Subset
+
+from trainforge import Trainer, TrainingConfig
+from trainforge.data import load_digits_split
+
+
+def main() -> int:
+    run_dir, out = sys.argv[1], sys.argv[2]
+    torch.set_num_threads(1)
+    train, valid = load_digits_split()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    config = TrainingConfig(
+        output_dir=run_dir, max_epochs=2, batch_size=32, lr=0.01, print_steps=5, tensorboard=False, report=False,
+        checkpoint={"every_n_epochs": 1, "save_top_k": 1, "monitor": "valid/accuracy", "mode": "max"},
+        metrics=["Accuracy"], log_every_n_steps=5,
+    )
+    trainer = Trainer(model, config, train_data=Subset(train, range(256)), valid_data=Subset(valid, range(101)))
+    state = trainer.fit()
+    rank = int(os.environ["RANK"])
+    weights = [p.detach().flatten()[:4].tolist() for p in trainer.model.parameters()]
+    seen = trainer.evaluate()
+    with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
+        json.dump({"metrics": {k: float(v) for k, v in state.metrics.items() if isinstance(v, (int, float))},
+                   "eval": seen, "weights": weights, "steps": trainer.global_step,
+                   "world": trainer.runtime.world_size}, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
