@@ -29,6 +29,18 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report
+
+    page = build_report(args.run_dir, strict=args.strict)
+    print(f"report: {page}")
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(page.resolve().as_uri())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trainforge",
@@ -48,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     check = config_actions.add_parser("check", help="validate a TrainingConfig YAML file and print it resolved")
     check.add_argument("path")
     config.set_defaults(func=_cmd_config)
+
+    report = commands.add_parser(
+        "report", help="(re)build RUN_DIR/report/index.html from a run folder (also written at the end of fit)"
+    )
+    report.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, with metrics.jsonl (runs/<name>/<time>)")
+    report.add_argument("--strict", action="store_true", help="fail on the first section error instead of warning")
+    report.add_argument("--open", action="store_true", help="open the page in the default web browser")
+    report.set_defaults(func=_cmd_report)
     return parser
 
 

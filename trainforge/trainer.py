@@ -9,6 +9,7 @@ import datetime
 import hashlib
 import inspect
 import json
+import math
 import os
 import platform
 import sys
@@ -201,8 +202,13 @@ class Trainer:
         if training:
             x = self.augmentations(x)
         x = self.on_before_model(x)
-        with self.runtime.autocast():
+        if self.runtime.autocast_dtype is None:
             output = self._model_fn(x)
+        else:
+            with self.runtime.autocast():
+                output = self._model_fn(x)
+        if isinstance(output, torch.Tensor):  # the common case first: an ABC isinstance costs a microsecond
+            return {"output": output}
         return dict(output) if isinstance(output, Mapping) else {"output": output}
 
     def compute_loss(self, outputs: dict[str, Any], batch: dict[str, Any]) -> torch.Tensor:
@@ -218,16 +224,19 @@ class Trainer:
     def train_step(self, batch: dict[str, Any]) -> dict[str, Any]:
         """One training step: forward, loss, backward, training metrics. Returns the step outputs."""
         outputs = self.forward(batch, training=True)
-        loss = self.compute_loss(outputs, batch)
+        loss, terms = self.compute_loss(outputs, batch), None
         if isinstance(loss, tuple):
             loss, terms = loss
             outputs.update({f"loss/{k}": v.detach() for k, v in terms.items()})
-        if self._guard.check(loss, batch):  # a non-finite loss under the "skip" policy
+        if self._guard.check(loss, batch, terms):  # a non-finite loss under the "skip" policy
             outputs["loss"] = torch.zeros((), device=loss.device)
             outputs["num_samples"] = 0
             return outputs
         accumulating = self._accumulating()
-        with self.runtime.no_sync(self._model_fn, accumulating):
+        if self.runtime.distributed:
+            with self.runtime.no_sync(self._model_fn, accumulating):
+                self.runtime.backward(loss)
+        else:
             self.runtime.backward(loss)
         if not accumulating:
             self._guard.check_grads(self._optimizer_cb.optimizer, batch)
@@ -276,15 +285,17 @@ class Trainer:
             folder = Path(resume_from)
             if (folder / "checkpoints").is_dir():
                 self.run_dir = folder  # resuming a run folder keeps writing into it
-        self.setup()
         if resume_from == "auto":
-            if (self.run_dir / "checkpoints").is_dir():
-                from .checkpoint import find_resume_checkpoint
+            from .checkpoint import find_resume_checkpoint
 
-                found = find_resume_checkpoint(self.run_dir / "checkpoints")
-                if found is not None:
-                    self.resume(found)
-        elif resume_from is not None:
+            output = self.config.output_dir
+            run_dir = self.run_dir or (Path(output) if output is not None else None)  # a new timestamped one is empty
+            folder = run_dir / "checkpoints" if run_dir is not None else None
+            resume_from = find_resume_checkpoint(folder) if folder is not None and folder.is_dir() else None
+        # known before setup(): a resumed run restores its own weights, so load_checkpoint is not applied
+        self._resume_pending = resume_from is not None
+        self.setup()
+        if resume_from is not None:
             self.resume(resume_from)
         if self._custom_fit is not None:
             return self._custom_fit()
@@ -299,45 +310,83 @@ class Trainer:
         return state
 
     def _finish_run(self, state: State) -> None:
-        """Hyper-parameters with final metrics, report data and the HTML report (rank 0)."""
+        """Hyper-parameters with final metrics, report data and the HTML report (rank 0). A report that
+        fails only warns: the trained run is kept, and ``trainforge report RUN_DIR`` can retry."""
         if not self.runtime.is_main:
             return
-        final = {k: v for k, v in state.metrics.items() if isinstance(v, (int, float))}
+        from .loggers import float_metrics
+
+        final = float_metrics(state.metrics)  # host floats: the run is over, a sync costs nothing here
         for logger in self.loggers:
             logger.log_hyperparams(self.config.to_dict(), final)
-        if self.config.report:
-            self._save_report_data()
-            from .report import build_report
+        if not self.config.report:
+            return
+        from .report import build_report
 
-            for logger in self.loggers:
-                logger.close()  # flush metrics.jsonl before the report reads it
-            self.loggers = []
+        for logger in self.loggers:
+            logger.close()  # flush metrics.jsonl before the report reads it
+        self.loggers = []
+        try:
+            self._save_report_data()
             path = build_report(self.run_dir)
-            print(f"report: {path}")
+        except Exception as error:  # the report must never lose a finished run
+            warnings.warn(
+                f"the run report failed ({error!r}); the run folder {self.run_dir} is complete. "
+                f"Retry with: trainforge report {self.run_dir}", stacklevel=2,
+            )
+            return
+        print(f"report: {path}")
 
     @torch.no_grad()
     def _save_report_data(self) -> None:
-        """For classification runs: probabilities over the validation set, the confusion matrix, and the
-        best, worst and random samples' images for the report's grids."""
-        loader = next(iter(self._eval_loaders.values()), None)
+        """Data for the report: the last non-scalar metric values of every loader and, for classification
+        runs, the confusion matrix over the whole (first) validation set plus the images, targets and
+        probabilities of its best, worst and some random samples, for the report's grids.
+
+        One pass over the validation data, keeping only the samples that may be shown (memory does not
+        grow with the data set). Under DDP rank 0 alone runs it, on the unwrapped model (no collective)
+        and over the whole data set (not its shard).
+        """
+        from .report import save_metric_values
+
+        if self.last_non_scalar_metrics:
+            save_metric_values(self.run_dir, self.last_non_scalar_metrics, self.class_names)
+        loader = self._report_loader()
         if loader is None:
             return
-        images, targets, probs = [], [], []
+        model_fn, self._model_fn = self._model_fn, self.model  # rank 0 alone: no DDP wrapper, no collective
         was_training = self.model.training
         self.model.eval()
         try:
             with self._ema_weights():
-                for batch in loader:
-                    batch = self.runtime.to_device(batch)
-                    output = self.forward(batch, training=False).get("output")
-                    if "target" not in batch or not isinstance(output, torch.Tensor) or output.dim() != 2:
-                        return  # not classification: nothing to add
-                    probs.append(output.float().softmax(-1).cpu())
-                    targets.append(batch["target"].cpu())
-                    images.append(batch["input"].float().cpu())
+                batches = (self._report_batch(self.runtime.to_device(batch)) for batch in loader)
+                save_classification_report_data(self.run_dir, batches, self.class_names, seed=self.config.seed)
         finally:
+            self._model_fn = model_fn
             self.model.train(was_training)
-        save_classification_report_data(self.run_dir, images, targets, probs, self.class_names)
+
+    def _report_loader(self) -> Any:
+        data = self.valid_data
+        if isinstance(data, Mapping):
+            data = next(iter(data.values()), None)
+        if data is None:
+            return None
+        if not isinstance(data, Dataset) or self.runtime.world_size == 1:
+            return next(iter(self._eval_loaders.values()), None)
+        cfg = self.config
+        return ResumableLoader(data, batch_size=cfg.eval_batch_size or cfg.batch_size, shuffle=False, seed=cfg.seed,
+                               num_workers=cfg.num_workers, timeout=cfg.data_timeout, pad_to_equal=False)
+
+    def _report_batch(self, batch: dict[str, Any]) -> tuple[Any, Any, Any] | None:
+        """``(inputs, targets, probabilities)`` of a classification batch on the CPU; None otherwise."""
+        output = self.forward(batch, training=False).get("output")
+        target = batch.get("target")
+        if not (isinstance(output, torch.Tensor) and output.dim() == 2 and isinstance(target, torch.Tensor)
+                and target.dim() == 1 and not target.is_floating_point()):
+            return None
+        x = batch["input"]
+        images = x.detach().float().cpu() if isinstance(x, torch.Tensor) and x.dim() == 4 else None
+        return images, target.cpu(), output.float().softmax(-1).cpu()
 
     def _load_best_model(self) -> None:
         best = getattr(self, "checkpoint_callback", None)
@@ -357,17 +406,42 @@ class Trainer:
         return self.fit(resume_from=resume_checkpoint_path)
 
     # -- evaluation and prediction ---------------------------------------------------------------------
-    def evaluate(self, data: Dataset | DataLoader | None = None, phase: str = "VALID") -> dict[str, float]:
-        """Evaluate on ``data`` (default: the validation data; every named loader when it is a dict).
+    def evaluate(
+        self, data: Dataset | DataLoader | Mapping[str, Dataset | DataLoader] | None = None, phase: str = "VALID"
+    ) -> dict[str, float]:
+        """Evaluate on ``data`` (default: the validation data), every loader of it when it is a dict.
 
         Runs in eval mode without gradients and with the EMA weights when enabled; the model returns
-        to training mode afterwards. Returns host floats named ``<phase>/<metric>``.
+        to training mode afterwards. Returns host floats named ``<prefix>/<metric>``: the prefix is the
+        phase (``valid``, ``test``...) for a single data set and for the first entry of a dict, and
+        ``<phase>_<key>`` for the other entries, so ``valid_data={"main": a, "noisy": b}`` gives
+        ``valid/accuracy`` and ``valid_noisy/accuracy``. Non-scalar metric values (confusion matrix,
+        per-class values, curves) are in ``last_non_scalar_metrics``. At ``eval_end`` callbacks find
+        this call's results in ``state.extra["eval_metrics"]`` and ``state.extra["non_scalar_metrics"]``.
+
+        >>> import tempfile
+        >>> from torch.utils.data import TensorDataset
+        >>> from trainforge.data import load_digits_split
+        >>> _, valid = load_digits_split()
+        >>> noisy = TensorDataset(valid.tensors[0] + 0.5 * torch.rand_like(valid.tensors[0]), valid.tensors[1])
+        >>> cfg = TrainingConfig(output_dir=tempfile.mkdtemp(), metrics=["Accuracy", "ConfusionMatrix"],
+        ...                      tensorboard=False, checkpoint=None)
+        >>> trainer = Trainer(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), cfg)
+        >>> sorted(trainer.evaluate({"clean": valid, "noisy": noisy}))
+        ['valid/accuracy', 'valid/loss', 'valid_noisy/accuracy', 'valid_noisy/loss']
+        >>> int(trainer.last_non_scalar_metrics["valid_noisy/confusion_matrix"].sum())
+        360
         """
+        from .metrics.manager import normalize_phase, phase_prefix
+
         self.setup()
-        loaders = self._eval_loaders if data is None else {None: self._make_loader(data, train=False)}
+        phase = normalize_phase(phase)
+        loaders = self._eval_loaders if data is None else self._make_eval_loaders(data)
         if not loaders:
             raise ConfigError("evaluate() needs data: pass valid_data to Trainer(...) or data to evaluate()")
+        prefixes = {name: phase_prefix(phase, name) for name in loaders}  # a bad loader name fails before any work
         results: dict[str, float] = {}
+        non_scalars: dict[str, Any] = {}
         state = self.recipe.state
         self.recipe.callbacks.fire("eval_start", state)
         was_training = self.model.training
@@ -376,15 +450,20 @@ class Trainer:
             with self._ema_weights():
                 for name, loader in loaders.items():
                     results.update(self._evaluate_loader(name, loader, phase))
+                    non_scalars.update(self._last_non_scalars.get(prefixes[name], {}))
         finally:
             self.model.train(was_training)
         state.metrics.update(results)
+        state.extra["eval_metrics"], state.extra["non_scalar_metrics"] = results, non_scalars
         self.recipe.callbacks.fire("eval_end", state)
         return results
 
     def _evaluate_loader(self, name: str | None, loader: Any, phase: str) -> dict[str, float]:
-        prefix = PHASE_PREFIX[phase] + (f"_{name}" if name else "")
+        from .metrics.manager import phase_prefix, to_host
+
+        prefix = phase_prefix(phase, name)
         self._eval_phase, self._eval_loader_name = phase, name
+        self._last_non_scalars.pop(prefix, None)
         if self.metrics_manager is not None:
             self.metrics_manager.reset(phase, loader=name)
         recipe = self._eval_recipe
@@ -395,8 +474,21 @@ class Trainer:
         if self.metrics_manager is not None and self.metrics_manager.names(phase, loader=name):
             computed = self.metrics_manager.compute(phase, loader=name)
             metrics.update(self.metrics_manager.scalars(computed))
-            self._last_non_scalars[prefix] = self.metrics_manager.non_scalars(computed)
+            self._last_non_scalars[prefix] = to_host(self.metrics_manager.non_scalars(computed))
         return metrics
+
+    @property
+    def last_non_scalar_metrics(self) -> dict[str, Any]:
+        """The latest non-scalar metric values by full name, on the CPU: ``valid/confusion_matrix``,
+        ``valid_noisy/confusion_matrix``, per-class tensors, ``(fpr, tpr, thresholds)`` curves. Each
+        evaluated loader keeps its last evaluation's values; ``train/...`` ones are from the last
+        logging step or epoch end. Scalars are in ``state.metrics`` (and ``evaluate()``'s result)."""
+        from .metrics.manager import to_host
+
+        flat: dict[str, Any] = {}
+        for values in getattr(self, "_last_non_scalars", {}).values():
+            flat.update(to_host(values))
+        return flat
 
     @torch.no_grad()
     def predict(self, data: Dataset | DataLoader) -> list[dict[str, Any]]:
@@ -419,7 +511,12 @@ class Trainer:
 
     # -- setup ----------------------------------------------------------------------------------------
     def setup(self) -> None:
-        """Build everything ``fit`` needs: runtime, loaders, optimizer, schedule, callbacks. Idempotent."""
+        """Build everything ``fit`` needs: runtime, loaders, optimizer, schedule, callbacks. Idempotent.
+
+        ``config.load_checkpoint`` (pretrained weights, see ``trainforge.pretrained.load_pretrained``) is
+        applied here, before the EMA copies the weights and before the optimizer exists; not when
+        ``fit`` is about to resume a run, whose checkpoint holds the weights to continue from.
+        """
         if self._setup_done:
             return
         cfg = self.config
@@ -430,6 +527,10 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
         if self.run_dir is None:
             self.run_dir = self._make_run_dir()
+        if cfg.load_checkpoint is not None and not getattr(self, "_resume_pending", False):
+            from .pretrained import load_pretrained
+
+            load_pretrained(self.model, **cfg.load_checkpoint)
         self._prepare_model()
         self.train_loader = None if self.train_data is None else self._make_loader(self.train_data, train=True)
         self._eval_loaders = self._make_eval_loaders(self.valid_data)
@@ -570,16 +671,19 @@ class Trainer:
         if cfg.checkpoint is not None:
             self.checkpoint_callback = ModelCheckpoint(self.run_dir / "checkpoints", **cfg.checkpoint)
             callbacks.append(self.checkpoint_callback)
-        self.loggers = [JsonlLogger(self.run_dir / "metrics.jsonl")]
+        main = self.runtime.is_main  # only rank 0 writes files and prints
+        self.loggers = [JsonlLogger(self.run_dir / "metrics.jsonl", enabled=main)]  # always: the report reads it
         if cfg.tensorboard:
-            self.loggers.append(TensorBoardLogger(self.run_dir / "tensorboard"))
+            self.loggers.append(TensorBoardLogger(self.run_dir / "tensorboard", enabled=main))
+        # a Logger passed in callbacks (MLflowLogger, VisdomLogger, your own) gets the same calls
+        self.loggers += [c for c in self.callbacks if _is_logger(c) and not any(c is x for x in self.loggers)]
         callbacks.append(_LogWriter(self))
         if cfg.print_steps is not None:
-            callbacks.append(ConsoleLogger(print_steps=cfg.print_steps))
+            callbacks.append(ConsoleLogger(print_steps=cfg.print_steps, enabled=main))
         elif cfg.progress_bar and sys.stdout.isatty():
-            callbacks.append(ConsoleLogger())  # a live bar per epoch
+            callbacks.append(ConsoleLogger(enabled=main))  # a live bar per epoch
         elif cfg.progress_bar:  # a log file or a pipe: lines at the logging cadence read better than a bar
-            callbacks.append(ConsoleLogger(print_steps=cfg.log_every_n_steps))
+            callbacks.append(ConsoleLogger(print_steps=cfg.log_every_n_steps, enabled=main))
         else:
             callbacks.append(StdoutLogger(log_every=-1))
         return callbacks
@@ -632,11 +736,16 @@ class Trainer:
     # -- state, save, load, resume ------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything a bit-exact resume needs: recipe (model, EMA, optimizer, schedule, scaler, stateful
-        callbacks, progress), RNG states, the config and a fingerprint of the training data."""
+        callbacks, progress), RNG states; plus the resolved config, a fingerprint of the training data
+        (batch size, sample count, content hash, sampler seed, class names) and package versions."""
+        import numpy
+
         self.setup()
         return {
             "format_version": CHECKPOINT_FORMAT,
             "trainforge_version": __version__,
+            "versions": {"trainforge": __version__, "torch": str(torch.__version__), "numpy": numpy.__version__,
+                         "python": platform.python_version()},
             "recipe": self.recipe.state_dict(),
             "rng": rng_state(),
             "config": self.config.to_dict(),
@@ -644,41 +753,109 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
-        """Restore ``state_dict()``; a changed batch size, data set or model raises ``ResumeMismatchError``."""
+        """Restore ``state_dict()``. A changed batch size, data set, model, precision or set of stateful
+        callbacks raises ``ResumeMismatchError`` naming what changed, before anything is restored.
+        ``config.load_checkpoint`` is not applied on top of a restored run (a warning says so)."""
+        self._resume_pending = True  # when setup() has not run yet: skip the pretrained weights
         self.setup()
-        self._check_compatible(state)
+        self._check_compatible(state, strict=strict)
         try:
             self.recipe.load_state_dict(state["recipe"], strict=strict)
         except (KeyError, RuntimeError, ValueError) as error:
-            raise ResumeMismatchError(f"cannot restore the saved run into this trainer: {error}") from None
+            reason = error.args[0] if isinstance(error, KeyError) and error.args else error  # KeyError quotes
+            raise ResumeMismatchError(f"cannot restore the saved run into this trainer: {reason}") from None
         set_rng_state(state["rng"])
+        if self.class_names is None:
+            self.class_names = state.get("data", {}).get("class_names")
+        if self.config.load_checkpoint is not None:
+            warnings.warn(
+                "config.load_checkpoint was not applied: a resumed run continues from its checkpoint's weights "
+                "(pretrained weights are for starting a new run)",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def _data_fingerprint(self) -> dict[str, Any]:
+        from torch.utils.data import Subset
+
         data = self.train_data
+        source = data.dataset if isinstance(data, DataLoader) else data
+        cached = getattr(self, "_dataset_hash_cache", None)
+        if cached is None or cached[0] is not source:  # hashed once per data set object, not per checkpoint
+            digest = dataset_fingerprint(source)
+            inner = dataset_fingerprint(source.dataset) if digest is None and isinstance(source, Subset) else None
+            if inner is not None:  # a Subset: the base data set's identity and the chosen indices, in order
+                digest = hashlib.sha256(f"{inner}:{list(source.indices)}".encode()).hexdigest()[:16]
+            cached = self._dataset_hash_cache = (source, digest)
         return {
             "batch_size": self.config.batch_size,
             "accumulate_grad_batches": self.config.accumulate_grad_batches,
             "world_size": self.runtime.world_size,
-            "num_samples": len(data) if isinstance(data, Dataset) and hasattr(data, "__len__") else None,
-            "dataset_hash": dataset_fingerprint(data),
+            "num_samples": len(source) if isinstance(source, Dataset) and hasattr(source, "__len__") else None,
+            "dataset_hash": cached[1],
+            "sampler_seed": self.config.seed,  # epoch e is shuffled with seed + e
             "class_names": self.class_names,
         }
 
-    def _check_compatible(self, state: dict[str, Any]) -> None:
+    def _check_compatible(self, state: dict[str, Any], strict: bool = True) -> None:
+        """Raise ``ResumeMismatchError`` listing everything that differs from the saved run (a value of None
+        on either side means unknown and is not compared)."""
         if state.get("format_version") != CHECKPOINT_FORMAT:
             raise ResumeMismatchError(
                 f"checkpoint format {state.get('format_version')!r} is not supported (this is {CHECKPOINT_FORMAT})"
             )
-        saved, current = state.get("data", {}), self._data_fingerprint()
-        for key, value in current.items():
-            if key in saved and saved[key] != value:
-                raise ResumeMismatchError(
-                    f"cannot resume: {key} changed from {saved[key]!r} (saved run) to {value!r} (this run). "
-                    "Resume with the same setting, or start a new run and load the weights with load_checkpoint."
-                )
+        saved = state.get("data", {})
+        problems = [
+            f"{key} changed from {saved[key]!r} (saved run) to {value!r} (this run)"
+            for key, value in self._data_fingerprint().items()
+            if saved.get(key) is not None and value is not None and saved[key] != value
+        ]
+        recipe = state.get("recipe", {})
+        if "model" in recipe.get("registered", {}):
+            from .pretrained import compare_state_dicts
+
+            diff = compare_state_dicts(self.model.state_dict(), recipe["registered"]["model"])
+            if diff:
+                lines = "".join(f"\n    {line}" for line in diff.describe().splitlines())
+                problems.append(f"the model differs from the saved run's:{lines}")
+        problems += self._callback_mismatches(recipe.get("callbacks", {}), state.get("config", {})) if strict else []
+        if problems:
+            raise ResumeMismatchError(
+                "cannot resume:\n- " + "\n- ".join(problems) + "\nResume with the saved run's "
+                "settings, or start a new run and take only the weights with config.load_checkpoint."
+            )
+
+    def _callback_mismatches(self, saved: dict[str, Any], saved_config: dict[str, Any]) -> list[str]:
+        """Stateful callbacks, GradScaler and schedule present in one run and not in the other."""
+        keyed = self.recipe.callbacks._keyed()
+        problems = []
+        missing, unexpected = sorted(set(keyed) - set(saved)), sorted(set(saved) - set(keyed))
+        if missing or unexpected:
+            sides = ([f"this run has {missing} that the saved run had not"] if missing else []) + (
+                [f"the saved run had {unexpected} that this run has not"] if unexpected else [])
+            problems.append(
+                f"stateful callbacks differ: {' and '.join(sides)} (EMA[0] comes from ema_decay, "
+                "ModelCheckpoint/EarlyStopping from checkpoint/early_stopping)"
+            )
+        key = next((k for k, callback in keyed.items() if callback is self._optimizer_cb), None)
+        optimizer_state = saved.get(key, {}) if key is not None else {}
+        if key in saved and ("scaler" in optimizer_state) != (self.runtime.scaler is not None):
+            before = saved_config.get("precision", "?")
+            problems.append(
+                f"precision changed from {before!r} (saved run, {'with' if 'scaler' in optimizer_state else 'no'} "
+                f"GradScaler) to {self.config.precision!r} (this run, {'no' if self.runtime.scaler is None else 'with'}"
+                f" GradScaler): the loss scale cannot be carried over; resume with precision={before!r}"
+            )
+        if key in saved and ("scheduler" in optimizer_state) != (self._optimizer_cb.scheduler is not None):
+            problems.append(
+                f"scheduler changed from {saved_config.get('scheduler', '?')!r} (saved run) to "
+                f"{self.config.scheduler!r} (this run): one of them has no schedule state"
+            )
+        return problems
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write a full checkpoint folder at ``path`` (atomic, verified; see ``trainforge.checkpoint``)."""
+        """Write a full checkpoint folder at ``path`` (atomic, verified; see ``trainforge.checkpoint``).
+        Refuses (``NonFiniteLossError``) to save non-finite weights."""
         from .checkpoint import save_checkpoint
 
         self.setup()
@@ -693,7 +870,8 @@ class Trainer:
         self.load_state_dict(load_checkpoint(Path(path)))
 
     def resume(self, path: str | os.PathLike[str]) -> Path:
-        """Resume from a checkpoint folder, or from the newest intact checkpoint of a run folder."""
+        """Resume from a checkpoint folder, or from the newest intact checkpoint of a run folder (a corrupt
+        newer one is skipped with a warning). Returns the checkpoint used."""
         from .checkpoint import find_resume_checkpoint, read_manifest
 
         path = Path(path)
@@ -709,6 +887,41 @@ class Trainer:
         self.load(candidate)
         return candidate
 
+    def export_weights(self, path: str | os.PathLike[str], preprocessing: Mapping[str, Any] | None = None) -> Path:
+        """Write the model's weights (the EMA weights when enabled) to a safetensors file for sharing and
+        deployment, atomically; returns its path. Loading needs only ``safetensors``.
+
+        The metadata (``trainforge.export.load_safetensors`` decodes it; each value is JSON text) holds
+        ``class_names``, ``preprocessing`` (``image_size`` from the config, updated with
+        ``preprocessing``, e.g. ``{"mean": [...], "std": [...]}``), ``trainforge_version``,
+        ``config_hash`` (of the resolved config), ``dataset_hash`` and ``ema``. Non-finite weights are
+        refused (``NonFiniteLossError``).
+
+        >>> import tempfile
+        >>> from trainforge.export import load_safetensors
+        >>> trainer = Trainer(nn.Linear(4, 2), TrainingConfig(output_dir=tempfile.mkdtemp(), tensorboard=False))
+        >>> path = trainer.export_weights(f"{trainer.config.output_dir}/model.safetensors", {"mean": [0.5]})
+        >>> tensors, metadata = load_safetensors(path)
+        >>> sorted(tensors), metadata["preprocessing"], metadata["ema"]
+        (['bias', 'weight'], {'mean': [0.5]}, False)
+        """
+        from .export import export_safetensors
+
+        self.setup()
+        settings: dict[str, Any] = {} if self.config.image_size is None else {"image_size": self.config.image_size}
+        settings.update(preprocessing or {})
+        config_json = json.dumps(self.config.to_dict(), sort_keys=True, default=str)
+        metadata = {
+            "class_names": self.class_names,
+            "preprocessing": settings,
+            "trainforge_version": __version__,
+            "config_hash": hashlib.sha256(config_json.encode()).hexdigest()[:16],
+            "dataset_hash": self._data_fingerprint()["dataset_hash"],
+            "ema": self.ema is not None,
+        }
+        with self._ema_weights():
+            self._guard.assert_finite_weights(self.model)
+            return export_safetensors(self.model, path, metadata)
 
 CHECKPOINT_FORMAT = 1
 
@@ -760,31 +973,66 @@ def dataset_fingerprint(data: Any) -> str | None:
 
 
 def save_classification_report_data(
-    run_dir: Path, images: list[torch.Tensor], targets: list[torch.Tensor], probs: list[torch.Tensor],
-    class_names: list[str] | None, per_group: int = 24,
-) -> None:
-    """Keep the ``per_group`` best and worst samples (by true-class probability) plus some random ones,
-    scaled to [0, 1] per image for display, and the full confusion matrix."""
+    run_dir: Path, batches: Iterable[tuple[torch.Tensor | None, torch.Tensor, torch.Tensor] | None],
+    class_names: list[str] | None, per_group: int = 24, seed: int = 0,
+) -> bool:
+    """Stream ``(images or None, targets, probabilities)`` batches: keep the ``per_group`` best and worst
+    samples (by true-class probability) and ``per_group // 2`` random ones, scaled to [0, 1] per image
+    for display, and count the full confusion matrix; write them for the report. A ``None`` batch (not
+    classification) stops without writing. Returns whether the file was written.
+
+    >>> import tempfile
+    >>> probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    >>> batches = [(torch.rand(3, 1, 4, 4), torch.tensor([0, 1, 1]), probs)]
+    >>> run = Path(tempfile.mkdtemp())
+    >>> save_classification_report_data(run, batches, ["cat", "dog"], per_group=1)
+    True
+    >>> from trainforge.report import CLASSIFICATION_FILE, load_classification_data
+    >>> load_classification_data(run / CLASSIFICATION_FILE)["confusion_matrix"].tolist()
+    [[1, 0], [1, 1]]
+    """
     from .report import save_classification_data
 
-    x, y, p = torch.cat(images), torch.cat(targets).long(), torch.cat(probs)
-    k = p.shape[1]
-    confusion = torch.bincount(y * k + p.argmax(1), minlength=k * k).reshape(k, k)
-    true_prob = p[torch.arange(len(y)), y]
-    order = true_prob.argsort()
-    chosen = torch.cat([order[:per_group], order[-per_group:], torch.randperm(len(y))[:per_group // 2]]).unique()
-    view = x[chosen]
-    if view.dim() == 4:
+    generator = torch.Generator().manual_seed(seed)  # the global RNG stays untouched after training
+    confusion: torch.Tensor | None = None
+    kept: dict[str, Any] | None = None
+    for batch in batches:
+        if batch is None:
+            return False
+        images, y, p = batch
+        y, k = y.long(), p.shape[1]
+        counts = torch.bincount(y * k + p.argmax(1), minlength=k * k).reshape(k, k)
+        confusion = counts if confusion is None else confusion + counts
+        new = {"images": images, "targets": y, "probs": p, "true": p[torch.arange(len(y)), y],
+               "key": torch.rand(len(y), generator=generator)}
+        kept = new if kept is None else {
+            name: None if value is None else torch.cat([value, new[name]]) for name, value in kept.items()
+        }
+        order, random_order = kept["true"].argsort(), kept["key"].argsort()
+        chosen = torch.cat([order[:per_group], order[-per_group:], random_order[:per_group // 2]]).unique()
+        kept = {name: None if value is None else value[chosen] for name, value in kept.items()}
+    if kept is None:
+        return False
+    view = kept["images"]
+    if view is not None:
         low = view.amin(dim=(1, 2, 3), keepdim=True)
         high = view.amax(dim=(1, 2, 3), keepdim=True)
         view = (view - low) / (high - low).clamp_min(1e-8)
-    names = class_names or [str(i) for i in range(k)]
-    save_classification_data(run_dir, view, y[chosen], p[chosen], names, confusion)
+    names = class_names or [str(i) for i in range(confusion.shape[0])]
+    save_classification_data(run_dir, view, kept["targets"], kept["probs"], names, confusion)
+    return True
 
 
-def _metric_specs(metrics: Iterable[Any]) -> list[dict[str, Any]]:
-    """Metric names (``"Accuracy"``) become specs (``{"name": "Accuracy"}``); dicts pass through."""
-    return [{"name": m} if isinstance(m, str) else dict(m) for m in metrics]
+def _metric_specs(metrics: Iterable[Any]) -> list[Any]:
+    """Metric names (``"Accuracy"``) become specs (``{"name": "Accuracy"}``); dicts are copied and
+    ``MetricSpec`` objects pass through.
+
+    >>> _metric_specs(["Accuracy", {"name": "F1Score", "params": {"average": "macro"}}])
+    [{'name': 'Accuracy'}, {'name': 'F1Score', 'params': {'average': 'macro'}}]
+    """
+    if isinstance(metrics, (str, Mapping)):
+        metrics = [metrics]  # metrics="Accuracy" or a single spec
+    return [{"name": m} if isinstance(m, str) else dict(m) if isinstance(m, Mapping) else m for m in metrics]
 
 
 def _batch_size(batch: dict[str, Any]) -> int:
@@ -830,41 +1078,82 @@ class _NoOptimizer:
 
 
 class _NonFiniteGuard:
-    """Stops (or skips) on a NaN/inf loss or gradient, naming the step, epoch, loss and sample indices.
+    """Stops (or skips) on a NaN/inf loss or gradient, naming the step, epoch, loss (and its terms when
+    the criterion returns them) and the batch's sample indices.
 
-    The check reads one value per step. On the CPU that is a plain memory read; on a GPU it is a host
-    sync, so there the loss is checked at the logging cadence instead and the error names the first
-    bad step recorded on the device. Checkpoints always check first, so non-finite weights are never
-    saved.
+    On the CPU the check is a plain memory read per step, made before ``backward``, so a bad step never
+    reaches the optimizer. On a GPU a read is a host sync, so under ``raise`` the first bad step is
+    recorded on the device and checked every ``log_every_n_steps`` steps, at epoch end and before each
+    checkpoint, and the error names that step (``skip`` must know at once, so it syncs every step).
+    Non-finite gradients with a finite loss are caught before the optimizer step on the CPU; with a
+    ``GradScaler`` (fp16) they are the scaler's business: it skips that step and lowers the scale.
+    Checkpoints check the weights first, so non-finite weights are never saved.
     """
 
     def __init__(self, policy: str) -> None:
         self.policy = policy
         self.state: State | None = None
         self.skipped = 0
+        self.scaler: Any = None
+        self.every = 50
+        self._first_bad: torch.Tensor | None = None  # device scalar: first bad step, 0 while none
+        self._recent: dict[int, tuple[Any, torch.Tensor, dict[str, torch.Tensor] | None]] = {}
 
     def on_fit_start(self, state: State) -> None:
         self.state = state
+        for callback in state.owner.callbacks if state.owner is not None else ():
+            if isinstance(callback, Optimizer):
+                self.scaler = callback.scaler
+            elif isinstance(callback, _LogWriter):
+                self.every = callback.every
 
-    def check(self, loss: torch.Tensor, batch: dict[str, Any]) -> bool:
+    def on_batch_end(self, state: State) -> None:
+        if self._first_bad is not None and state.global_step % self.every == 0:
+            self.raise_if_bad()
+
+    def on_epoch_end(self, state: State) -> None:
+        self.raise_if_bad()
+
+    def check(self, loss: torch.Tensor, batch: dict[str, Any], terms: dict[str, torch.Tensor] | None = None) -> bool:
         """True when the batch must be skipped; raises under the ``raise`` policy."""
-        if loss.device.type != "cpu":
-            return False  # checked in bulk at cadence (see raise_if_bad) to keep the GPU loop sync-free
-        if bool(torch.isfinite(loss)):
+        if loss.device.type != "cpu" and self.policy == "raise":
+            self._record(loss, batch, terms)
+            return False
+        if math.isfinite(loss.item()):  # on the CPU a plain read: no kernel, no sync (0.15 µs)
             return False
         if self.policy == "skip":
             self.skipped += 1
             warnings.warn(f"skipping batch at step {self.state.global_step + 1}: loss is {loss.item()}", stacklevel=2)
             return True
-        self._raise(loss.item(), batch)
+        self._raise(self.state.global_step + 1, self.state.epoch + 1, loss.item(), batch.get("index"), terms)
         return False
 
-    def _raise(self, value: float, batch: dict[str, Any]) -> None:
-        state = self.state
-        indices = batch.get("index")
+    def _record(self, loss: torch.Tensor, batch: dict[str, Any], terms: dict[str, torch.Tensor] | None) -> None:
+        """Remember this step on the device without a host sync; ``raise_if_bad`` reads it later."""
+        step = self.state.global_step + 1
+        if self._first_bad is None:
+            self._first_bad = torch.zeros((), dtype=torch.long, device=loss.device)
+        bad = ~torch.isfinite(loss.detach()) & (self._first_bad == 0)
+        self._first_bad = torch.where(bad, step, self._first_bad)
+        detached = None if terms is None else {k: v.detach() for k, v in terms.items()}
+        self._recent[step] = (self.state.epoch + 1, batch.get("index"), loss.detach(), detached)
+
+    def raise_if_bad(self) -> None:
+        """Raise for the first non-finite loss recorded on the device since the last check (one host sync)."""
+        if self._first_bad is None:
+            return
+        step = int(self._first_bad)
+        recent, self._recent = self._recent, {}
+        if step:
+            epoch, indices, loss, terms = recent[step]
+            self._raise(step, epoch, loss.item(), indices, terms)
+
+    @staticmethod
+    def _raise(step: int, epoch: int, value: float, indices: Any, terms: dict[str, torch.Tensor] | None) -> None:
         shown = indices.tolist() if isinstance(indices, torch.Tensor) else indices
+        parts = ", ".join(f"{name}={float(term):.6g}" for name, term in terms.items()) if terms else ""
         raise NonFiniteLossError(
-            f"loss is {value} at step {state.global_step + 1} (epoch {state.epoch + 1}); "
+            f"loss is {value} at step {step} (epoch {epoch}){f'; loss terms: {parts}' if parts else ''}; "
             f"batch sample indices: {shown}. No checkpoint with non-finite weights was written. "
             "Lower the learning rate, enable gradient_clip_val, check the data at those indices, "
             "or set non_finite='skip'."
@@ -872,29 +1161,38 @@ class _NonFiniteGuard:
 
     def check_grads(self, optimizer: Any, batch: dict[str, Any]) -> None:
         """Before an optimizer step on the CPU: every gradient must be finite (a NaN only in the backward
-        pass leaves the loss finite)."""
+        pass leaves the loss finite). Under ``skip`` the step's gradients are dropped instead."""
+        if self.scaler is not None:
+            return  # the GradScaler skips the step and backs off; inf gradients are routine with fp16
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if not grads or grads[0].device.type != "cpu":
             return
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-        if not bool(torch.isfinite(norm)):
-            state = self.state
-            raise NonFiniteLossError(
-                f"gradients are non-finite (norm {norm.item()}) at step {state.global_step + 1} "
-                f"(epoch {state.epoch + 1}) although the loss is finite; batch sample indices: "
-                f"{batch['index'].tolist()}. Run with torch.autograd.set_detect_anomaly(True) to find the op."
-            )
+        norm = torch.stack(torch._foreach_norm(grads)).sum()  # NaN/inf in any gradient propagates here
+        if math.isfinite(norm.item()):
+            return
+        state = self.state
+        where = f"at step {state.global_step + 1} (epoch {state.epoch + 1})"
+        if self.policy == "skip":
+            self.skipped += 1
+            optimizer.zero_grad(set_to_none=True)
+            warnings.warn(f"skipping the optimizer step {where}: gradients are non-finite", stacklevel=2)
+            return
+        raise NonFiniteLossError(
+            f"gradients are non-finite (norm {norm.item()}) {where} although the loss is finite; batch sample "
+            f"indices: {batch['index'].tolist()}. No checkpoint with non-finite weights was written. "
+            "Run with torch.autograd.set_detect_anomaly(True) to find the op."
+        )
 
-    @staticmethod
-    def assert_finite_weights(model: nn.Module) -> None:
-        """Refuse to checkpoint non-finite weights (one host sync, at checkpoint time only)."""
+    def assert_finite_weights(self, model: nn.Module) -> None:
+        """Refuse to checkpoint non-finite weights (one host sync, at checkpoint time only); a bad loss
+        recorded on the device is reported first, with its step."""
+        self.raise_if_bad()
         for name, tensor in model.state_dict().items():
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 raise NonFiniteLossError(
                     f"parameter {name!r} holds NaN or inf; the checkpoint was not written and the last "
                     "good checkpoint is kept. Lower the learning rate or enable gradient_clip_val."
                 )
-
 
 @contextlib.contextmanager
 def _sigterm_flag(preemption: _Preemption) -> Iterator[None]:
@@ -964,10 +1262,10 @@ class _FaultInjection:
 
 
 class _LogWriter:
-    """Writes metrics to the run's loggers (JSONL always, TensorBoard when enabled): training values
-    every ``log_every_n_steps`` (the host sync happens here, at that cadence), validation values at
-    each evaluation, epoch values at epoch end; a grid of the first batch's inputs, and the confusion
-    matrix as a figure."""
+    """Writes metrics to the run's loggers (JSONL always, TensorBoard when enabled, any ``Logger`` passed
+    in ``callbacks``): training values every ``log_every_n_steps`` (the host sync happens here, at that
+    cadence) and at epoch end, each evaluation's values at its end; a grid of the first batch's inputs,
+    and each evaluation's non-scalar metrics as figures (confusion matrices, per-class bars, curves)."""
 
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
@@ -993,22 +1291,36 @@ class _LogWriter:
 
     def on_batch_end(self, state: State) -> None:
         if state.global_step % self.every == 0:
-            self._log(state, [k for k in state.metrics if not k.startswith(("valid", "test"))], "train")
+            self._log(state, [k for k in state.metrics if not _is_eval_name(k)], "train")
 
     def on_eval_end(self, state: State) -> None:
-        self._log(state, [k for k in state.metrics if k.startswith(("valid", "test"))], "valid")
-        if not self.trainer.runtime.is_main:
+        results = state.extra.get("eval_metrics", {})
+        self._log(state, [k for k in state.metrics if k in results], PHASE_PREFIX[self.trainer._eval_phase])
+        if not (self.trainer.runtime.is_main and self.trainer.loggers):
             return
-        from .loggers import log_confusion_matrix
+        from .report.plots import metric_figure
 
-        for values in self.trainer._last_non_scalars.values():
-            for name, value in values.items():
-                if "confusion" in name and isinstance(value, torch.Tensor) and value.dim() == 2:
-                    for logger in self.trainer.loggers:
-                        log_confusion_matrix(logger, name, value.cpu(), state.global_step, self.trainer.class_names)
+        for name, value in state.extra.get("non_scalar_metrics", {}).items():
+            figure = metric_figure(name, value, self.trainer.class_names)  # drawn once per evaluation
+            if figure is not None:
+                for logger in self.trainer.loggers:
+                    logger.log_figure(name, figure, state.global_step)
 
     def on_epoch_end(self, state: State) -> None:
-        self._log(state, [k for k in state.metrics if k.startswith("train") or k == "lr"], "train")
+        self._log(state, [k for k in state.metrics if not _is_eval_name(k)], "train")
+
+
+def _is_logger(obj: Any) -> bool:
+    """True for an object with every ``Logger`` method (``log_metrics``, ``log_hyperparams``, ...)."""
+    from .loggers.base import Logger
+
+    return isinstance(obj, Logger)
+
+
+def _is_eval_name(name: str) -> bool:
+    """``valid/...``, ``valid_<loader>/...``, ``test/...``: posted by ``evaluate``, logged at ``eval_end``."""
+    head, sep, _ = name.partition("/")
+    return bool(sep) and head.split("_", 1)[0] in ("valid", "test", "predict")
 
 
 class _EvalBatchEvents:
@@ -1025,21 +1337,35 @@ class _EvalBatchEvents:
 
 
 class _TrainMetrics:
-    """Training metrics: reset at each epoch start, computed at epoch end (host floats, ``train/...``);
-    their running state is saved in checkpoints so a resumed epoch counts the same samples."""
+    """Training metrics (``train/...``): reset at each epoch start, computed over the epoch so far every
+    ``log_every_n_steps`` steps and at epoch end (host floats; the only host syncs, and under DDP the
+    only cross-rank reductions, which every rank reaches at the same step). Their running state is saved
+    in checkpoints so a resumed epoch counts the same samples."""
 
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
+        self.every = trainer.config.log_every_n_steps
 
     def on_epoch_start(self, state: State) -> None:
         manager = self.trainer.metrics_manager
         if manager is not None and state.epoch_step == 0:
             manager.reset("TRAIN")
+            for name in manager.names("TRAIN"):  # last epoch's values must not be logged as this epoch's
+                state.metrics.pop(name, None)
+
+    def on_batch_end(self, state: State) -> None:
+        if state.global_step % self.every == 0:
+            self._post(state)
 
     def on_epoch_end(self, state: State) -> None:
+        self._post(state)
+
+    def _post(self, state: State) -> None:
         manager = self.trainer.metrics_manager
         if manager is not None and manager.names("TRAIN"):
-            state.metrics.update(manager.scalars(manager.compute("TRAIN")))
+            computed = manager.compute("TRAIN")
+            state.metrics.update(manager.scalars(computed))
+            self.trainer._last_non_scalars["train"] = manager.non_scalars(computed)
 
     def state_dict(self) -> dict[str, Any]:
         manager = self.trainer.metrics_manager

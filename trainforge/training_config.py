@@ -98,6 +98,12 @@ class TrainingConfig:
     )
     load_best_model_at_end: bool = _field(False, "after fit, load the best checkpoint's weights (needs monitor)")
     non_finite: str = _field("raise", "on a NaN/inf loss: raise an error, or skip that batch", NON_FINITE_POLICIES)
+    # -- fine-tuning -------------------------------------------------------------------------------
+    load_checkpoint: dict | None = _field(
+        None,
+        "pretrained weights (TorchOk's load_checkpoint): {base_path, overrides: {module prefix: path}, exclude_keys, "
+        "strict, relative}; loaded at setup before the optimizer exists, never on top of a resumed run",
+    )
 
     def __post_init__(self) -> None:
         self.validate()
@@ -128,6 +134,10 @@ class TrainingConfig:
             raise ConfigError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         if self.gradient_clip_val is not None and not self.gradient_clip_val > 0:
             raise ConfigError(f"gradient_clip_val must be positive or None, got {self.gradient_clip_val}")
+        if self.load_checkpoint is not None:
+            from .pretrained import check_load_checkpoint_options  # late: keeps this module free of torch
+
+            check_load_checkpoint_options(self.load_checkpoint)
         if self.load_best_model_at_end and not (self.checkpoint or {}).get("monitor"):
             raise ConfigError(
                 "load_best_model_at_end needs checkpoint.monitor, e.g. checkpoint={'monitor': 'valid/loss'}"

@@ -120,9 +120,11 @@ class Optimizer:
         for name in ("scheduler", "scaler"):
             owner = getattr(self, name)
             if (owner is None) != (name not in state):
+                what = "GradScaler (fp16 mixed precision)" if name == "scaler" else "learning-rate scheduler"
+                fix = "the saved run's precision" if name == "scaler" else "the saved run's scheduler"
                 raise KeyError(
-                    f"checkpoint {'has' if name in state else 'lacks'} {name} state but this run "
-                    f"{'has none' if owner is None else 'has one'}; configure the same {name} as the saved run"
+                    f"the checkpoint {'holds' if name in state else 'has no'} {what} state but this run "
+                    f"{'has no' if owner is None else 'has a'} {what.split(' (')[0]}; resume with {fix}"
                 )
             if owner is not None:
                 owner.load_state_dict(state[name])

@@ -302,16 +302,18 @@ class ConsoleLogger:
     def _start_progress(self) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.table import Column
 
         console = self.console
         if console is None and self.stream is not None:
             console = Console(file=self.stream)
         self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
+            TextColumn("{task.description}", table_column=Column(no_wrap=True)),
+            BarColumn(bar_width=20),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            TextColumn("{task.fields[info]}"),
+            # many metrics wrap onto more lines instead of squeezing the bar and the epoch out of the row
+            TextColumn("{task.fields[info]}", table_column=Column(ratio=1, overflow="fold")),
             console=console,
             auto_refresh=False,  # refreshed by on_batch_end at its cadence: no background thread
         )

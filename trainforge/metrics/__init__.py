@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .build import build_metric, find_metric_class, list_metrics, snake_name
-from .manager import PHASES, MetricsManager, MetricSpec, non_scalars, phase_prefix, scalars
+from .manager import PHASES, MetricsManager, MetricSpec, non_scalars, phase_prefix, scalars, to_host
 
 __all__ = [
     "PHASES",
@@ -16,4 +16,5 @@ __all__ = [
     "phase_prefix",
     "scalars",
     "snake_name",
+    "to_host",
 ]

@@ -48,7 +48,7 @@ def phase_prefix(phase: str, loader: str | None = None) -> str:
     if loader is None:
         return prefix
     if not _LOADER_NAME.match(loader):
-        raise ValueError(
+        raise ConfigError(
             f"loader name {loader!r} cannot be part of a metric name; use letters, digits, '_', '-' or '.', "
             "starting with a letter or digit"
         )
@@ -141,6 +141,23 @@ def non_scalars(results: Mapping[str, Any]) -> dict[str, Any]:
     ['valid/roc']
     """
     return {name: value for name, value in results.items() if not _is_scalar(value)}
+
+
+def to_host(value: Any) -> Any:
+    """``value`` with every tensor inside (tuples, lists, dicts: curves, per-class values) detached and on
+    the CPU; a host sync for device tensors, so call it at evaluation end only.
+
+    >>> to_host({"roc": (torch.zeros(2), torch.ones(2))})["roc"][1]
+    tensor([1., 1.])
+    """
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, Mapping):
+        return {key: to_host(item) for key, item in value.items()}
+    if isinstance(value, (tuple, list)):
+        items = [to_host(item) for item in value]
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    return value
 
 
 def _is_scalar(value: Any) -> bool:

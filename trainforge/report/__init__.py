@@ -4,24 +4,37 @@ classification data and extras) into a static HTML page with PNG figures. Sectio
 
 from __future__ import annotations
 
-from .build import RunDataNotFoundError, build_report
-from .data import CLASSIFICATION_FILE, load_classification_data, per_class_scores, save_classification_data
-from .plots import confusion_matrix_figure
+from .build import RunDataError, RunDataNotFoundError, build_report
+from .data import (
+    CLASSIFICATION_FILE,
+    METRIC_VALUES_FILE,
+    load_classification_data,
+    load_metric_values,
+    per_class_scores,
+    save_classification_data,
+    save_metric_values,
+)
+from .plots import confusion_matrix_figure, metric_figure
 from .sections import Section, list_sections, register_section, unregister_section
 from .series import load_run, split_name
 
 __all__ = [
     "CLASSIFICATION_FILE",
+    "METRIC_VALUES_FILE",
+    "RunDataError",
     "RunDataNotFoundError",
     "Section",
     "build_report",
     "confusion_matrix_figure",
     "list_sections",
     "load_classification_data",
+    "load_metric_values",
     "load_run",
+    "metric_figure",
     "per_class_scores",
     "register_section",
     "save_classification_data",
+    "save_metric_values",
     "split_name",
     "unregister_section",
 ]

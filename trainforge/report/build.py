@@ -32,7 +32,11 @@ pre { background: #f7f7f7; padding: .8rem; overflow-x: auto; font-size: .85rem; 
 """
 
 
-class RunDataNotFoundError(ConfigError, FileNotFoundError):
+class RunDataError(ConfigError):
+    """A run folder cannot be reported on (missing, or its ``metrics.jsonl`` is damaged); names the path."""
+
+
+class RunDataNotFoundError(RunDataError, FileNotFoundError):
     """A run folder lacks the file a command needs (``metrics.jsonl`` for the report); names the path."""
 
 
@@ -106,7 +110,8 @@ def build_report(run_dir: str | Path, strict: bool = False) -> Path:
     ``run_dir/metrics.jsonl`` and whatever else the registered sections find; return the page's path.
 
     A section that fails is shown as an error in the page, with a warning (``strict=True`` raises
-    instead). Raises ``RunDataNotFoundError`` when ``metrics.jsonl`` is missing.
+    instead). Raises ``RunDataNotFoundError`` when the folder or its ``metrics.jsonl`` is missing, and
+    ``RunDataError`` when that file is damaged (a line that is not JSON, other than a cut-short last one).
 
     >>> import tempfile, pathlib
     >>> from trainforge.loggers import JsonlLogger
@@ -118,11 +123,20 @@ def build_report(run_dir: str | Path, strict: bool = False) -> Path:
     """
     run_dir = Path(run_dir)
     metrics = run_dir / METRICS_FILE
+    if not run_dir.is_dir():
+        raise RunDataNotFoundError(
+            f"run folder {run_dir} does not exist or is not a folder; pass the folder of a run trained with "
+            "trainforge (runs/<experiment>/<timestamp> by default, or the TrainingConfig.output_dir)"
+        )
     if not metrics.is_file():
         raise RunDataNotFoundError(
             f"no {METRICS_FILE} in {run_dir} (looked for {metrics}); pass the folder of a run trained with "
             "trainforge, which writes it from the first logged step"
         )
+    try:
+        load_run(metrics)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise RunDataError(f"cannot build the report of {run_dir}: {metrics} is damaged: {error}") from None
     out_dir = run_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     built = _run_sections(run_dir, out_dir, strict)

@@ -1,6 +1,7 @@
 """The built-in report sections, in report order: summary, curves per metric, learning rate, throughput,
 other scalars, classification (confusion matrix, per-class scores, best/worst/most-confused samples),
-extras dropped by the trainer, and the run's configuration."""
+non-scalar metrics (every loader's confusion matrix, per-class values, curves), extras dropped by the
+trainer, and the run's configuration."""
 
 from __future__ import annotations
 
@@ -15,8 +16,21 @@ from typing import Any
 import torch
 
 from ..loggers.base import COUNTERS
-from .data import CLASSIFICATION_FILE, load_classification_data, per_class_scores
-from .plots import confusion_matrix_figure, curve_figure, image_grid_figure, per_class_figure, save_figure
+from .data import (
+    CLASSIFICATION_FILE,
+    METRIC_VALUES_FILE,
+    load_classification_data,
+    load_metric_values,
+    per_class_scores,
+)
+from .plots import (
+    confusion_matrix_figure,
+    curve_figure,
+    image_grid_figure,
+    metric_figure,
+    per_class_figure,
+    save_figure,
+)
 from .sections import Section, register_section
 from .series import Series, load_run, split_name
 
@@ -185,7 +199,8 @@ def classification_section(run_dir: Path, out_dir: Path) -> list[Section]:
     save_figure(per_class_figure(names, scores), out_dir / "per_class.png")
     sections.append(Section("Per-class precision, recall and F1",
                             table(["class", "precision", "recall", "F1", "support"], rows), ["per_class.png"]))
-    sections.append(_samples_section(data, out_dir))
+    if data["images"] is not None:  # None: the inputs were not images
+        sections.append(_samples_section(data, out_dir))
     return sections
 
 
@@ -223,6 +238,29 @@ def _samples_section(data: Mapping[str, Any], out_dir: Path) -> Section:
             notes.append(f"Most confused pairs: {described}; none of them is among the saved samples.")
     section.html = "<p>" + "<br>".join(notes) + "</p><p>Titles: true class, predicted class and its probability.</p>"
     return section
+
+
+def metric_values_section(run_dir: Path, out_dir: Path) -> list[Section]:
+    """A figure per non-scalar metric of the last evaluation of each loader (and of the last training
+    epoch): confusion matrices, per-class values, ROC and precision-recall curves."""
+    path = run_dir / METRIC_VALUES_FILE
+    if not path.is_file():
+        return []
+    data = load_metric_values(path)
+    section = Section("Non-scalar metrics", "<p>Values of the last evaluation of each loader, and of the last "
+                      "training epoch (<code>train/...</code>).</p>")
+    skipped, taken = [], set()
+    for name, value in sorted(data["values"].items(), key=lambda item: (item[0].startswith("train"), item[0])):
+        figure = metric_figure(name, value, data.get("class_names"))
+        if figure is None:
+            skipped.append(name)
+            continue
+        png = png_name("metric", name, taken)
+        save_figure(figure, out_dir / png)
+        section.images.append(png)
+    if skipped:
+        section.html += f"<p>Not drawn (no picture for their shape): {escape(', '.join(skipped))}.</p>"
+    return [section] if section.images or skipped else []
 
 
 def extras_section(run_dir: Path, out_dir: Path) -> list[Section]:
@@ -273,6 +311,7 @@ for _name, _fn in (
     ("throughput", throughput_section),
     ("other", other_section),
     ("classification", classification_section),
+    ("metric_values", metric_values_section),
     ("extras", extras_section),
     ("config", config_section),
 ):

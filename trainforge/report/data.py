@@ -1,12 +1,12 @@
 """What the trainer leaves for the report: the classification data file (sample images, targets,
-probabilities, class names, confusion matrix), written atomically; and per-class scores from a
-confusion matrix."""
+probabilities, class names, confusion matrix) and the non-scalar metric values, written atomically;
+and per-class scores from a confusion matrix."""
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,8 @@ import torch
 
 #: Where ``save_classification_data`` writes, relative to the run folder.
 CLASSIFICATION_FILE = Path("report") / "data" / "classification.pt"
+#: Where ``save_metric_values`` writes, relative to the run folder.
+METRIC_VALUES_FILE = Path("report") / "data" / "metric_values.pt"
 _KEYS = ("images", "targets", "probs", "class_names", "confusion_matrix")
 
 
@@ -22,12 +24,13 @@ def _check(data: dict[str, Any], where: str) -> None:
     matrix, names = data["confusion_matrix"], data["class_names"]
     count = len(names)
     problems = []
-    if images.dim() != 4:
-        problems.append(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
-    if targets.dim() != 1 or targets.shape[0] != images.shape[0]:
-        problems.append(f"targets must be (N,) with N={images.shape[0]}, got shape {tuple(targets.shape)}")
-    if probs.dim() != 2 or probs.shape[0] != images.shape[0] or probs.shape[1] != count:
-        problems.append(f"probs must be (N, K) = ({images.shape[0]}, {count}), got shape {tuple(probs.shape)}")
+    samples = targets.shape[0] if images is None else images.shape[0]
+    if images is not None and images.dim() != 4:
+        problems.append(f"images must be (N, C, H, W) or None, got shape {tuple(images.shape)}")
+    if targets.dim() != 1 or targets.shape[0] != samples:
+        problems.append(f"targets must be (N,) with N={samples}, got shape {tuple(targets.shape)}")
+    if probs.dim() != 2 or probs.shape[0] != samples or probs.shape[1] != count:
+        problems.append(f"probs must be (N, K) = ({samples}, {count}), got shape {tuple(probs.shape)}")
     if matrix.dim() != 2 or tuple(matrix.shape) != (count, count):
         problems.append(f"confusion_matrix must be (K, K) = ({count}, {count}), got shape {tuple(matrix.shape)}")
     if targets.numel() and (targets.min() < 0 or targets.max() >= count):
@@ -38,7 +41,7 @@ def _check(data: dict[str, Any], where: str) -> None:
 
 def save_classification_data(
     run_dir: str | Path,
-    images: torch.Tensor,
+    images: torch.Tensor | None,
     targets: torch.Tensor,
     probs: torch.Tensor,
     class_names: Sequence[str],
@@ -46,7 +49,8 @@ def save_classification_data(
 ) -> Path:
     """Write ``run_dir/report/data/classification.pt`` for the report, atomically; return its path.
 
-    ``images``: a subset of validation inputs ``(N, C, H, W)`` in [0, 1] (up to ~64 is plenty);
+    ``images``: a subset of validation inputs ``(N, C, H, W)`` in [0, 1] (up to ~64 is plenty), or None
+    when the inputs are not images (the report then shows no sample grids);
     ``targets`` ``(N,)`` and ``probs`` ``(N, K)`` (softmax) for those samples; ``confusion_matrix``
     ``(K, K)`` over the whole validation set, rows = true class, columns = predicted class. Plain
     tensors and strings only, so the file loads with ``weights_only=True``.
@@ -58,14 +62,17 @@ def save_classification_data(
     ['cat', 'dog']
     """
     data = {
-        "images": images.detach().float().cpu().contiguous(),
+        "images": None if images is None else images.detach().float().cpu().contiguous(),
         "targets": targets.detach().long().cpu().contiguous(),
         "probs": probs.detach().float().cpu().contiguous(),
         "class_names": [str(name) for name in class_names],
         "confusion_matrix": confusion_matrix.detach().long().cpu().contiguous(),
     }
     _check(data, "save_classification_data")
-    path = Path(run_dir) / CLASSIFICATION_FILE
+    return _save_atomic(data, Path(run_dir) / CLASSIFICATION_FILE)
+
+
+def _save_atomic(data: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -78,6 +85,43 @@ def save_classification_data(
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _plain(value: Any) -> Any:
+    """Tensors on the CPU inside plain tuples, lists and dicts (a named tuple becomes a tuple), so the file
+    loads with ``weights_only=True``; anything else is left out (None)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().contiguous()
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (tuple, list)):
+        items = [_plain(item) for item in value]
+        return tuple(items) if isinstance(value, tuple) else items
+    return value if isinstance(value, (int, float, str, bool)) else None
+
+
+def save_metric_values(
+    run_dir: str | Path, values: Mapping[str, Any], class_names: Sequence[str] | None = None
+) -> Path:
+    """Write ``run_dir/report/data/metric_values.pt``: the non-scalar metric values by name (confusion
+    matrices of every loader, per-class tensors, ``(fpr, tpr, thresholds)`` curves) for the report.
+
+    >>> import tempfile
+    >>> path = save_metric_values(tempfile.mkdtemp(), {"valid/confusion_matrix": torch.eye(2, dtype=torch.long)})
+    >>> load_metric_values(path)["values"]["valid/confusion_matrix"].tolist()
+    [[1, 0], [0, 1]]
+    """
+    data = {"values": {str(name): _plain(value) for name, value in values.items()},
+            "class_names": None if class_names is None else [str(name) for name in class_names]}
+    return _save_atomic(data, Path(run_dir) / METRIC_VALUES_FILE)
+
+
+def load_metric_values(path: str | Path) -> dict[str, Any]:
+    """Read a file written by ``save_metric_values`` (tensors only: ``weights_only``)."""
+    data = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if not isinstance(data, dict) or "values" not in data:
+        raise ValueError(f"{path}: not a metric values file; write it with trainforge.report.save_metric_values")
+    return data
 
 
 def load_classification_data(path: str | Path) -> dict[str, Any]:

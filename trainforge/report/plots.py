@@ -62,35 +62,46 @@ def curve_figure(title: str, lines: Mapping[str, Series], ylabel: str = "", log_
 
 
 def confusion_matrix_figure(
-    matrix: torch.Tensor, class_names: Sequence[str] | None = None, normalize: bool = True
+    matrix: torch.Tensor, class_names: Sequence[str] | None = None, normalize: bool = True,
+    title: str = "confusion matrix",
 ) -> Figure:
     """The confusion matrix (rows: true class, columns: predicted), colored by row-normalized rate and
-    annotated with counts when there are at most 20 classes.
+    annotated with counts when there are at most 20 classes. A matrix of fractions (torchmetrics'
+    ``normalize="true"``) is shown as it is, annotated with its values.
 
     >>> len(confusion_matrix_figure(torch.tensor([[3, 1], [0, 2]]), ["cat", "dog"]).axes)
     2
     """
-    counts = matrix.detach().cpu().long()
+    values = matrix.detach().cpu()
+    fractions = values.is_floating_point() and not bool((values == values.round()).all())
+    counts = values.double() if fractions else values.long()
     classes = counts.shape[0]
     names = list(class_names) if class_names is not None else [str(i) for i in range(classes)]
-    rates = counts.double() / counts.sum(1, keepdim=True).clamp(min=1) if normalize else counts.double()
+    if fractions or not normalize:
+        rates = counts.double()
+    else:
+        rates = counts.double() / counts.sum(1, keepdim=True).clamp(min=1)
     size = min(3.0 + 0.45 * classes, 16.0)
     figure = new_figure(size + 1.0, size)
     axes = figure.add_subplot()
-    image = axes.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1 if normalize else None)
-    figure.colorbar(image, ax=axes, fraction=0.046, label="fraction of the true class" if normalize else "count")
+    bounded = normalize or (fractions and float(rates.max()) <= 1.0)
+    image = axes.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1 if bounded else None)
+    label = "fraction" if fractions else "fraction of the true class" if normalize else "count"
+    figure.colorbar(image, ax=axes, fraction=0.046, label=label)
     ticks = range(classes)
     axes.set_xticks(ticks, names, rotation=90 if classes > 6 else 0)
     axes.set_yticks(ticks, names)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
-    axes.set_title("confusion matrix")
+    axes.set_title(title)
     if classes <= 20:
+        top = float(rates.max()) if rates.numel() else 0.0
         for row in range(classes):
             for column in range(classes):
-                dark = rates[row, column] > 0.5 * float(rates.max())
-                axes.text(column, row, str(int(counts[row, column])), ha="center", va="center", fontsize=8,
-                          color="white" if dark else "black")
+                cell = counts[row, column]
+                text = f"{float(cell):.2f}" if fractions else str(int(cell))
+                axes.text(column, row, text, ha="center", va="center", fontsize=8,
+                          color="white" if rates[row, column] > 0.5 * top else "black")
     return figure
 
 
@@ -129,4 +140,75 @@ def image_grid_figure(
             axes.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
         axes.set_title(titles[index], fontsize=7, color="green" if correct[index] else "red")
         axes.axis("off")
+    return figure
+
+
+def _curves(value: object) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """``(x, y)`` pairs of a curve metric's result (``(fpr, tpr, thresholds)``, ``(precision, recall,
+    thresholds)``): one pair per class for per-class lists or ``(K, T)`` tensors; None if not a curve."""
+    if not isinstance(value, (tuple, list)) or len(value) < 2:
+        return None
+    first, second = value[0], value[1]
+    if isinstance(first, torch.Tensor) and isinstance(second, torch.Tensor) and first.shape == second.shape:
+        if first.dim() == 1:
+            return [(first, second)]
+        if first.dim() == 2:
+            return list(zip(first, second))
+    if isinstance(first, (list, tuple)) and isinstance(second, (list, tuple)) and len(first) == len(second):
+        pairs = list(zip(first, second))
+        if all(isinstance(x, torch.Tensor) and x.dim() == 1 and x.shape == y.shape for x, y in pairs):
+            return pairs
+    return None
+
+
+def metric_figure(name: str, value: object, class_names: Sequence[str] | None = None) -> Figure | None:
+    """A figure of a non-scalar metric value, or None when there is no sensible picture of it: a square
+    matrix as a confusion matrix, a vector as bars per class, a curve (ROC, precision-recall) as lines.
+
+    >>> metric_figure("valid/accuracy", torch.tensor([0.5, 1.0]), ["cat", "dog"]).axes[0].get_title()
+    'valid/accuracy'
+    >>> metric_figure("valid/roc", (torch.tensor([0.0, 1.0]), torch.tensor([0.0, 1.0]), torch.ones(2))) is None
+    False
+    >>> metric_figure("valid/embeddings", torch.zeros(3, 4)) is None
+    True
+    """
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        if value.dim() == 2 and value.shape[0] == value.shape[1]:
+            names = class_names if class_names is not None and len(class_names) == value.shape[0] else None
+            return confusion_matrix_figure(value, names, title=name)
+        if value.dim() == 1 and value.numel() > 0:
+            return _bars_figure(name, value, class_names)
+        return None
+    pairs = _curves(value)
+    if pairs is None:
+        return None
+    swap = "precision_recall" in name  # (precision, recall, thresholds): recall on the x axis
+    figure = new_figure(4.8, 4.2)
+    axes = figure.add_subplot()
+    for index, (x, y) in enumerate(pairs):
+        x, y = (y, x) if swap else (x, y)
+        label = (class_names[index] if class_names is not None and len(class_names) == len(pairs) else str(index))
+        axes.plot(x.detach().float().cpu().tolist(), y.detach().float().cpu().tolist(), linewidth=1.2,
+                  label=label if len(pairs) > 1 else None)
+    axes.set_xlabel("recall" if swap else "false positive rate" if "roc" in name else "x")
+    axes.set_ylabel("precision" if swap else "true positive rate" if "roc" in name else "y")
+    axes.set_title(name)
+    axes.grid(alpha=0.3)
+    if 1 < len(pairs) <= 20:
+        axes.legend(fontsize=7)
+    return figure
+
+
+def _bars_figure(name: str, values: torch.Tensor, class_names: Sequence[str] | None) -> Figure:
+    count = values.numel()
+    names = list(class_names) if class_names is not None and len(class_names) == count else None
+    names = names or [str(i) for i in range(count)]
+    figure = new_figure(min(4.0 + 0.4 * count, 18.0), 3.6)
+    axes = figure.add_subplot()
+    axes.bar(range(count), values.double().tolist())
+    axes.set_xticks(range(count), names, rotation=90 if count > 8 else 0)
+    axes.set_xlabel("class")
+    axes.set_title(name)
+    axes.grid(axis="y", alpha=0.3)
     return figure

@@ -1,0 +1,74 @@
+"""The ``trainforge`` command line: ``report RUN_DIR`` through a real subprocess on a run folder made by a
+short fit, and its errors (a clear message naming the path, exit code 2, no traceback)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Subset
+
+from trainforge import Trainer, TrainingConfig
+from trainforge.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def trainforge_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "trainforge.cli", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120, check=False)
+
+
+@pytest.fixture(scope="module")
+def run_dir(digits, tmp_path_factory) -> Path:
+    """A run folder from a short fit that wrote no report itself."""
+    train, valid = digits
+    torch.manual_seed(0)
+    cfg = TrainingConfig(output_dir=str(tmp_path_factory.mktemp("run")), max_epochs=1, batch_size=32,
+                         log_every_n_steps=2, tensorboard=False, report=False, checkpoint=None, print_steps=1000)
+    trainer = Trainer(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), cfg, train_data=Subset(train, range(128)),
+                      valid_data=Subset(valid, range(64)))
+    trainer.fit()
+    return Path(trainer.run_dir)
+
+
+def test_report_subcommand_builds_the_page(run_dir):
+    assert not (run_dir / "report").exists()
+    done = trainforge_cli("report", str(run_dir))
+    assert done.returncode == 0, done.stderr
+    page = run_dir / "report" / "index.html"
+    assert done.stdout.strip() == f"report: {page}"
+    html = page.read_text()
+    assert "curve_loss.png" in html and (run_dir / "report" / "curve_loss.png").is_file()
+
+
+def test_report_of_a_missing_folder_names_it_and_exits_2(tmp_path):
+    missing = tmp_path / "no-such-run"
+    done = trainforge_cli("report", str(missing))
+    assert done.returncode == 2
+    assert done.stderr.startswith("trainforge report: error: run folder") and str(missing) in done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_report_errors_in_process(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2  # a folder without metrics.jsonl
+    assert str(tmp_path / "metrics.jsonl") in capsys.readouterr().err
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "metrics": {"x": 1}}\nnot json\n{"step": 2}\n')
+    assert main(["report", str(tmp_path)]) == 2  # damaged: a bad line that is not the last one
+    err = capsys.readouterr().err
+    assert "is damaged" in err and f"{tmp_path / 'metrics.jsonl'}:2" in err
+    file = tmp_path / "file.txt"
+    file.write_text("x")
+    assert main(["report", str(file)]) == 2
+    assert f"run folder {file} does not exist or is not a folder" in capsys.readouterr().err
+
+
+def test_report_is_a_listed_command_with_help():
+    parser = build_parser()
+    assert "report" in parser.format_help()
+    args = parser.parse_args(["report", "runs/x", "--strict"])
+    assert args.run_dir == "runs/x" and args.strict and not args.open
