@@ -78,13 +78,12 @@ class EpochMetricAvg:
                 f"it returned {sorted(state.outputs)}"
             ) from None
         value = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
-        if self.weight is not None:
-            weight = state.outputs[self.weight]
-            value = value * weight
-            self._count += int(weight)  # the batch size: a host int, no sync
+        weight = 1 if self.weight is None else int(state.outputs[self.weight])  # the batch size: a host int
+        self._count += weight
+        if self._sum is None:
+            self._sum = value.float() * weight
         else:
-            self._count += 1
-        self._sum = value.float().clone() if self._sum is None else self._sum.add_(value)
+            self._sum.add_(value, alpha=weight)  # one in-place kernel per batch
         if self.post_each_batch:
             state.metrics[self.alias] = self._view
 
