@@ -334,3 +334,29 @@ def test_bad_device_is_a_clear_error(tmp_path, small):
     trainer = Trainer(mlp(), cfg(tmp_path, device="tpu:0"), train_data=small[0])
     with pytest.raises(ConfigError, match="device='tpu:0'"):
         trainer.fit()
+
+
+def test_channels_last_reaches_the_model(tmp_path, small):
+    layouts = []
+    model = bn_net()
+    model[0].register_forward_pre_hook(
+        lambda module, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    Trainer(model, cfg(tmp_path, channels_last=True), train_data=small[0]).fit()
+    assert layouts and all(layouts)
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_compile_switch_compiles_the_model_used_for_training(tmp_path, small, monkeypatch):
+    compiled = []
+
+    def spy(module, **kwargs):  # the eager backend: what fit runs is the compiled wrapper, without codegen
+        wrapper = torch._dynamo.optimize("eager")(module) if hasattr(torch, "_dynamo") else module
+        compiled.append(module)
+        return wrapper
+
+    monkeypatch.setattr(torch, "compile", spy)
+    model = mlp()
+    state = Trainer(model, cfg(tmp_path, compile=True, max_epochs=2), train_data=small[0], valid_data=small[1]).fit()
+    assert compiled == [model]
+    assert state.metrics["valid/accuracy"] > 0.3

@@ -398,7 +398,7 @@ def test_skip_policy_drops_the_bad_batch_and_training_continues(tmp_path, small,
 
 def test_loss_terms_are_named_in_the_error():
     from trainforge.engine import State
-    from trainforge.trainer import _NonFiniteGuard
+    from trainforge.trainer_hooks import _NonFiniteGuard
 
     guard = _NonFiniteGuard("raise")
     guard.on_fit_start(State())
@@ -475,7 +475,7 @@ def test_export_weights_round_trips_bitwise_in_a_fresh_process(tmp_path, small):
 def test_device_losses_are_checked_at_the_cadence_and_name_the_first_bad_step():
     """The GPU path (no host sync per step), driven with CPU tensors: record, then check at the cadence."""
     from trainforge.engine import State
-    from trainforge.trainer import _NonFiniteGuard
+    from trainforge.trainer_hooks import _NonFiniteGuard
 
     guard = _NonFiniteGuard("raise")
     state = State()

@@ -12,6 +12,7 @@ from .data import (
     load_metric_values,
     per_class_scores,
     save_classification_data,
+    save_classification_samples,
     save_metric_values,
 )
 from .plots import confusion_matrix_figure, metric_figure
@@ -34,6 +35,7 @@ __all__ = [
     "per_class_scores",
     "register_section",
     "save_classification_data",
+    "save_classification_samples",
     "save_metric_values",
     "split_name",
     "unregister_section",

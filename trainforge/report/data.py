@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +151,52 @@ def per_class_scores(confusion_matrix: torch.Tensor) -> dict[str, torch.Tensor]:
     total = precision + recall
     f1 = torch.where(total > 0, 2 * precision * recall / total.clamp(min=1e-12), torch.zeros_like(hits))
     return {"precision": precision, "recall": recall, "f1": f1, "support": support.long()}
+
+
+def save_classification_samples(
+    run_dir: Path, batches: Iterable[tuple[torch.Tensor | None, torch.Tensor, torch.Tensor] | None],
+    class_names: list[str] | None, per_group: int = 24, seed: int = 0,
+) -> bool:
+    """Stream ``(images or None, targets, probabilities)`` batches: keep the ``per_group`` best and worst
+    samples (by true-class probability) and ``per_group // 2`` random ones, scaled to [0, 1] per image
+    for display, and count the full confusion matrix; write them for the report. A ``None`` batch (not
+    classification) stops without writing. Returns whether the file was written.
+
+    >>> import tempfile
+    >>> probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    >>> batches = [(torch.rand(3, 1, 4, 4), torch.tensor([0, 1, 1]), probs)]
+    >>> run = Path(tempfile.mkdtemp())
+    >>> save_classification_samples(run, batches, ["cat", "dog"], per_group=1)
+    True
+    >>> from trainforge.report import CLASSIFICATION_FILE, load_classification_data
+    >>> load_classification_data(run / CLASSIFICATION_FILE)["confusion_matrix"].tolist()
+    [[1, 0], [1, 1]]
+    """
+    generator = torch.Generator().manual_seed(seed)  # the global RNG stays untouched after training
+    confusion: torch.Tensor | None = None
+    kept: dict[str, Any] | None = None
+    for batch in batches:
+        if batch is None:
+            return False
+        images, y, p = batch
+        y, k = y.long(), p.shape[1]
+        counts = torch.bincount(y * k + p.argmax(1), minlength=k * k).reshape(k, k)
+        confusion = counts if confusion is None else confusion + counts
+        new = {"images": images, "targets": y, "probs": p, "true": p[torch.arange(len(y)), y],
+               "key": torch.rand(len(y), generator=generator)}
+        kept = new if kept is None else {
+            name: None if value is None else torch.cat([value, new[name]]) for name, value in kept.items()
+        }
+        order, random_order = kept["true"].argsort(), kept["key"].argsort()
+        chosen = torch.cat([order[:per_group], order[-per_group:], random_order[:per_group // 2]]).unique()
+        kept = {name: None if value is None else value[chosen] for name, value in kept.items()}
+    if kept is None:
+        return False
+    view = kept["images"]
+    if view is not None:
+        low = view.amin(dim=(1, 2, 3), keepdim=True)
+        high = view.amax(dim=(1, 2, 3), keepdim=True)
+        view = (view - low) / (high - low).clamp_min(1e-8)
+    names = class_names or [str(i) for i in range(confusion.shape[0])]
+    save_classification_data(run_dir, view, kept["targets"], kept["probs"], names, confusion)
+    return True

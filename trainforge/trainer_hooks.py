@@ -1,0 +1,380 @@
+"""The Trainer's own callbacks — the parts of a run that are not stages: the non-finite guard, SIGTERM
+preemption, test fault injection, metric logging, training metrics, scheduled evaluation — composed by
+``Trainer`` in a fixed order (see ``Trainer._build_recipes``)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from .callbacks import Optimizer
+from .engine import State
+from .errors import NonFiniteLossError
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
+PHASE_PREFIX = {"TRAIN": "train", "VALID": "valid", "TEST": "test", "PREDICT": "predict"}
+
+
+def _metric_specs(metrics: Iterable[Any]) -> list[Any]:
+    """Metric names (``"Accuracy"``) become specs (``{"name": "Accuracy"}``); dicts are copied and
+    ``MetricSpec`` objects pass through.
+
+    >>> _metric_specs(["Accuracy", {"name": "F1Score", "params": {"average": "macro"}}])
+    [{'name': 'Accuracy'}, {'name': 'F1Score', 'params': {'average': 'macro'}}]
+    """
+    if isinstance(metrics, (str, Mapping)):
+        metrics = [metrics]  # metrics="Accuracy" or a single spec
+    return [{"name": m} if isinstance(m, str) else dict(m) if isinstance(m, Mapping) else m for m in metrics]
+
+
+
+class _NonFiniteGuard:
+    """Stops (or skips) on a NaN/inf loss or gradient, naming the step, epoch, loss (and its terms when
+    the criterion returns them) and the batch's sample indices.
+
+    On the CPU the check is a plain memory read per step, made before ``backward``, so a bad step never
+    reaches the optimizer. On a GPU a read is a host sync, so under ``raise`` the first bad step is
+    recorded on the device and checked every ``log_every_n_steps`` steps, at epoch end and before each
+    checkpoint, and the error names that step (``skip`` must know at once, so it syncs every step).
+    Non-finite gradients with a finite loss are caught before the optimizer step on the CPU; with a
+    ``GradScaler`` (fp16) they are the scaler's business: it skips that step and lowers the scale.
+    Checkpoints check the weights first, so non-finite weights are never saved.
+    """
+
+    def __init__(self, policy: str) -> None:
+        self.policy = policy
+        self.state: State | None = None
+        self.skipped = 0
+        self.scaler: Any = None
+        self.every = 50
+        self._first_bad: torch.Tensor | None = None  # device scalar: first bad step, 0 while none
+        self._found_inf: torch.Tensor | None = None
+        self._recent: dict[int, tuple[Any, torch.Tensor, dict[str, torch.Tensor] | None]] = {}
+
+    def on_fit_start(self, state: State) -> None:
+        self.state = state
+        for callback in state.owner.callbacks if state.owner is not None else ():
+            if isinstance(callback, Optimizer):
+                self.scaler = callback.scaler
+            elif isinstance(callback, _LogWriter):
+                self.every = callback.every
+
+    def on_batch_end(self, state: State) -> None:
+        if self._first_bad is not None and state.global_step % self.every == 0:
+            self.raise_if_bad()
+
+    def on_epoch_end(self, state: State) -> None:
+        self.raise_if_bad()
+
+    def check(self, loss: torch.Tensor, batch: dict[str, Any], terms: dict[str, torch.Tensor] | None = None) -> bool:
+        """True when the batch must be skipped; raises under the ``raise`` policy."""
+        if loss.device.type != "cpu" and self.policy == "raise":
+            self._record(loss, batch, terms)
+            return False
+        if math.isfinite(loss.item()):  # on the CPU a plain read: no kernel, no sync (0.15 µs)
+            return False
+        if self.policy == "skip":
+            self.skipped += 1
+            warnings.warn(f"skipping batch at step {self.state.global_step + 1}: loss is {loss.item()}", stacklevel=2)
+            return True
+        self._raise(self.state.global_step + 1, self.state.epoch + 1, loss.item(), batch.get("index"), terms)
+        return False
+
+    def _record(self, loss: torch.Tensor, batch: dict[str, Any], terms: dict[str, torch.Tensor] | None) -> None:
+        """Remember this step on the device without a host sync; ``raise_if_bad`` reads it later."""
+        step = self.state.global_step + 1
+        if self._first_bad is None:
+            self._first_bad = torch.zeros((), dtype=torch.long, device=loss.device)
+        bad = ~torch.isfinite(loss.detach()) & (self._first_bad == 0)
+        self._first_bad = torch.where(bad, step, self._first_bad)
+        detached = None if terms is None else {k: v.detach() for k, v in terms.items()}
+        self._recent[step] = (self.state.epoch + 1, batch.get("index"), loss.detach(), detached)
+
+    def raise_if_bad(self) -> None:
+        """Raise for the first non-finite loss recorded on the device since the last check (one host sync)."""
+        if self._first_bad is None:
+            return
+        step = int(self._first_bad)
+        recent, self._recent = self._recent, {}
+        if step:
+            epoch, indices, loss, terms = recent[step]
+            self._raise(step, epoch, loss.item(), indices, terms)
+
+    @staticmethod
+    def _raise(step: int, epoch: int, value: float, indices: Any, terms: dict[str, torch.Tensor] | None) -> None:
+        shown = indices.tolist() if isinstance(indices, torch.Tensor) else indices
+        parts = ", ".join(f"{name}={float(term):.6g}" for name, term in terms.items()) if terms else ""
+        raise NonFiniteLossError(
+            f"loss is {value} at step {step} (epoch {epoch}){f'; loss terms: {parts}' if parts else ''}; "
+            f"batch sample indices: {shown}. No checkpoint with non-finite weights was written. "
+            "Lower the learning rate, enable gradient_clip_val, check the data at those indices, "
+            "or set non_finite='skip'."
+        )
+
+    def check_grads(self, optimizer: Any, batch: dict[str, Any]) -> None:
+        """Before an optimizer step on the CPU: every gradient must be finite (a NaN only in the backward
+        pass leaves the loss finite). Under ``skip`` the step's gradients are dropped instead."""
+        if self.scaler is not None:
+            return  # the GradScaler skips the step and backs off; inf gradients are routine with fp16
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not grads or grads[0].device.type != "cpu":
+            return
+        # one fused kernel (GradScaler's own check; a scale of 1.0 leaves the gradients unchanged): 2 µs
+        if self._found_inf is None:
+            self._found_inf, self._unit = torch.zeros(1), torch.ones(1)
+        self._found_inf.zero_()
+        torch._amp_foreach_non_finite_check_and_unscale_(grads, self._found_inf, self._unit)
+        if not self._found_inf.item():
+            return
+        norm = torch.stack(torch._foreach_norm(grads)).sum()
+        state = self.state
+        where = f"at step {state.global_step + 1} (epoch {state.epoch + 1})"
+        if self.policy == "skip":
+            self.skipped += 1
+            optimizer.zero_grad(set_to_none=True)
+            warnings.warn(f"skipping the optimizer step {where}: gradients are non-finite", stacklevel=2)
+            return
+        raise NonFiniteLossError(
+            f"gradients are non-finite (norm {norm.item()}) {where} although the loss is finite; batch sample "
+            f"indices: {batch['index'].tolist()}. No checkpoint with non-finite weights was written. "
+            "Run with torch.autograd.set_detect_anomaly(True) to find the op."
+        )
+
+    def assert_finite_weights(self, model: nn.Module) -> None:
+        """Refuse to checkpoint non-finite weights (one host sync, at checkpoint time only); a bad loss
+        recorded on the device is reported first, with its step."""
+        self.raise_if_bad()
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise NonFiniteLossError(
+                    f"parameter {name!r} holds NaN or inf; the checkpoint was not written and the last "
+                    "good checkpoint is kept. Lower the learning rate or enable gradient_clip_val."
+                )
+
+@contextlib.contextmanager
+def _sigterm_flag(preemption: _Preemption) -> Iterator[None]:
+    """While training, SIGTERM only sets a flag; the loop stops cleanly at the next batch end."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: preemption.request())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _Preemption:
+    """On SIGTERM: finish the current step, write ``checkpoints/last``, exit with 143 (128 + SIGTERM).
+
+    Under torch.distributed the flag is agreed across ranks (a max all-reduce) every
+    ``log_every_n_steps`` steps, so every rank stops at the same step; alone, it is a plain bool read.
+    """
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.requested = False
+        self.every = trainer.config.log_every_n_steps if trainer.runtime.distributed else 1
+
+    def request(self) -> None:
+        self.requested = True
+
+    def on_batch_end(self, state: State) -> None:
+        if state.global_step % self.every:
+            return
+        runtime = self.trainer.runtime
+        if not (runtime.any_rank(self.requested) if runtime.distributed else self.requested):
+            return
+        checkpoint = getattr(self.trainer, "checkpoint_callback", None)
+        if checkpoint is not None:
+            checkpoint.write_last(state)
+        print(f"SIGTERM: stopped after step {state.global_step}; resume with fit(resume_from='auto')", flush=True)
+        raise SystemExit(143)
+
+
+class _FaultInjection:
+    """Test hook (``TRAINFORGE_FAULT``): SIGKILL or SIGTERM this process at an exact point, after every
+    other callback of that event (so a checkpoint due at that step is already written)."""
+
+    def __init__(self, spec: str) -> None:
+        kind, _, value = spec.partition(":")
+        self.kind, self.at = kind, int(value)
+
+    def on_batch_end(self, state: State) -> None:
+        import signal
+
+        if self.kind == "kill_after_step" and state.global_step == self.at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.kind == "sigterm_after_step" and state.global_step == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_epoch_end(self, state: State) -> None:
+        import signal
+
+        if self.kind == "kill_after_epoch" and state.epoch + 1 == self.at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _LogWriter:
+    """Writes metrics to the run's loggers (JSONL always, TensorBoard when enabled, any ``Logger`` passed
+    in ``callbacks``): training values every ``log_every_n_steps`` (the host sync happens here, at that
+    cadence) and at epoch end, each evaluation's values at its end; a grid of the first batch's inputs,
+    and each evaluation's non-scalar metrics as figures (confusion matrices, per-class bars, curves)."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.every = trainer.config.log_every_n_steps
+        self.images_logged = False
+
+    def _log(self, state: State, names: Iterable[str], phase: str) -> None:
+        metrics = {k: state.metrics[k] for k in names if k in state.metrics}
+        if metrics:
+            for logger in self.trainer.loggers:
+                logger.log_metrics(metrics, step=state.global_step, phase=phase, epoch=state.epoch)
+
+    def on_batch_start(self, state: State) -> None:
+        if self.images_logged or not self.trainer.runtime.is_main:
+            return
+        self.images_logged = True
+        x = state.batch.get("input") if isinstance(state.batch, dict) else None
+        if isinstance(x, torch.Tensor) and x.dim() == 4 and x.shape[1] in (1, 3):
+            images = x[:16].detach().float().cpu()
+            low, high = images.amin(), images.amax()
+            for logger in self.trainer.loggers:
+                logger.log_images("inputs/train", (images - low) / (high - low).clamp_min(1e-8), state.global_step)
+
+    def on_batch_end(self, state: State) -> None:
+        if state.global_step % self.every == 0:
+            self._log(state, [k for k in state.metrics if not _is_eval_name(k)], "train")
+
+    def on_eval_end(self, state: State) -> None:
+        results = state.extra.get("eval_metrics", {})
+        self._log(state, [k for k in state.metrics if k in results], PHASE_PREFIX[self.trainer._eval_phase])
+        if not (self.trainer.runtime.is_main and self.trainer.loggers):
+            return
+        from .report.plots import metric_figure
+
+        for name, value in state.extra.get("non_scalar_metrics", {}).items():
+            figure = metric_figure(name, value, self.trainer.class_names)  # drawn once per evaluation
+            if figure is not None:
+                for logger in self.trainer.loggers:
+                    logger.log_figure(name, figure, state.global_step)
+
+    def on_epoch_end(self, state: State) -> None:
+        self._log(state, [k for k in state.metrics if not _is_eval_name(k)], "train")
+
+
+def _is_logger(obj: Any) -> bool:
+    """True for an object with every ``Logger`` method (``log_metrics``, ``log_hyperparams``, ...)."""
+    from .loggers.base import Logger
+
+    return isinstance(obj, Logger)
+
+
+def _is_eval_name(name: str) -> bool:
+    """``valid/...``, ``valid_<loader>/...``, ``test/...``: posted by ``evaluate``, logged at ``eval_end``."""
+    head, sep, _ = name.partition("/")
+    return bool(sep) and head.split("_", 1)[0] in ("valid", "test", "predict")
+
+
+class _EvalBatchEvents:
+    """On the eval recipe: fires ``eval_batch_start``/``eval_batch_end`` on the trainer's callbacks."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+
+    def on_batch_start(self, state: State) -> None:
+        self.trainer.recipe.callbacks.fire("eval_batch_start", state)
+
+    def on_batch_end(self, state: State) -> None:
+        self.trainer.recipe.callbacks.fire("eval_batch_end", state)
+
+
+class _TrainMetrics:
+    """Training metrics (``train/...``): reset at each epoch start, computed over the epoch so far every
+    ``log_every_n_steps`` steps and at epoch end (host floats; the only host syncs, and under DDP the
+    only cross-rank reductions, which every rank reaches at the same step). Their running state is saved
+    in checkpoints so a resumed epoch counts the same samples."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.every = trainer.config.log_every_n_steps
+
+    def on_epoch_start(self, state: State) -> None:
+        manager = self.trainer.metrics_manager
+        if manager is not None and state.epoch_step == 0:
+            manager.reset("TRAIN")
+            for name in manager.names("TRAIN"):  # last epoch's values must not be logged as this epoch's
+                state.metrics.pop(name, None)
+
+    def on_batch_end(self, state: State) -> None:
+        if state.global_step % self.every == 0:
+            self._post(state)
+
+    def on_epoch_end(self, state: State) -> None:
+        self._post(state)
+
+    def _post(self, state: State) -> None:
+        manager = self.trainer.metrics_manager
+        if manager is not None and manager.names("TRAIN"):
+            computed = manager.compute("TRAIN")
+            state.metrics.update(manager.scalars(computed))
+            self.trainer._last_non_scalars["train"] = manager.non_scalars(computed)
+
+    def state_dict(self) -> dict[str, Any]:
+        manager = self.trainer.metrics_manager
+        return {"manager": None if manager is None else manager.state_dict(),
+                "num_classes": None if manager is None else manager.num_classes}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["manager"] is None:
+            return
+        trainer = self.trainer
+        if trainer.metrics_manager is None:
+            from .metrics import MetricsManager
+
+            manager = MetricsManager(_metric_specs(trainer.config.metrics), num_classes=state["num_classes"])
+            trainer.metrics_manager = manager.to(trainer.runtime.device)
+        trainer.metrics_manager.load_state_dict(state["manager"])
+
+
+class _Evaluation:
+    """Runs ``trainer.evaluate()`` at each epoch end, or every ``eval_steps`` training steps."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        cfg = trainer.config
+        self.every = cfg.eval_steps if cfg.eval_strategy == "steps" else None
+
+    def on_batch_end(self, state: State) -> None:
+        if self.every is not None and state.global_step % self.every == 0:
+            self.trainer.evaluate()
+
+    def on_epoch_end(self, state: State) -> None:
+        if self.every is None:
+            self.trainer.evaluate()
+
+
+class _TrainerStages:
+    """Calls the trainer's ``on_epoch_end`` and ``on_checkpoint`` stages at their events."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+
+    def on_epoch_end(self, state: State) -> None:
+        self.trainer.on_epoch_end(state)
+
+    def on_checkpoint(self, state: State) -> None:
+        self.trainer.on_checkpoint(state)
