@@ -225,10 +225,11 @@ class Trainer:
     def compute_loss(self, outputs: dict[str, Any], batch: dict[str, Any]) -> torch.Tensor:
         """The loss of a batch; ``criterion(outputs["output"], batch["target"])`` by default.
 
-        A criterion that takes ``(outputs, batch)`` dicts (``JointLoss``) may return ``(total, terms)``;
-        the terms are logged as ``loss/<tag>``.
+        A criterion whose class sets ``takes_dicts = True`` (``JointLoss``) is called with the
+        ``(outputs, batch)`` dicts and may return ``(total, terms)``; the terms are logged as ``loss/<tag>``.
         """
-        if getattr(self.criterion, "takes_dicts", False):
+        # a class attribute: on an nn.Module instance a missing attribute costs an exception per call
+        if getattr(type(self.criterion), "takes_dicts", False):
             return self.criterion(outputs, batch)
         return self.criterion(outputs["output"].float(), batch["target"])
 
@@ -728,6 +729,8 @@ class Trainer:
 
     def _accumulating(self) -> bool:
         """True when this micro-batch's gradients are only summed (no optimizer step follows it)."""
+        if self.config.accumulate_grad_batches == 1:
+            return False
         state = self.recipe.state
         ends_epoch = state.epoch_step + 1 >= self._batches_per_epoch
         return self._optimizer_cb.pending + 1 < self.config.accumulate_grad_batches and not ends_epoch

@@ -112,7 +112,7 @@ class _NonFiniteGuard:
     @staticmethod
     def _raise(step: int, epoch: int, value: float, indices: Any, terms: dict[str, torch.Tensor] | None) -> None:
         shown = indices.tolist() if isinstance(indices, torch.Tensor) else indices
-        parts = ", ".join(f"{name}={float(term):.6g}" for name, term in terms.items()) if terms else ""
+        parts = ", ".join(f"{name}={float(term.detach()):.6g}" for name, term in terms.items()) if terms else ""
         raise NonFiniteLossError(
             f"loss is {value} at step {step} (epoch {epoch}){f'; loss terms: {parts}' if parts else ''}; "
             f"batch sample indices: {shown}. No checkpoint with non-finite weights was written. "

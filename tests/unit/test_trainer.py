@@ -360,3 +360,30 @@ def test_compile_switch_compiles_the_model_used_for_training(tmp_path, small, mo
     state = Trainer(model, cfg(tmp_path, compile=True, max_epochs=2), train_data=small[0], valid_data=small[1]).fit()
     assert compiled == [model]
     assert state.metrics["valid/accuracy"] > 0.3
+
+
+def test_joint_loss_criterion_trains_and_names_its_terms_on_nan(tmp_path, small):
+    from trainforge.errors import NonFiniteLossError
+    from trainforge.losses import JointLoss
+
+    smooth = {"name": "CrossEntropyLoss", "weight": 0.5, "params": {"label_smoothing": 0.1}, "tag": "smooth"}
+    joint = JointLoss([{"name": "CrossEntropyLoss", "weight": 1.0}, smooth])
+    seen = []
+
+    class Spy(Callback):
+        def on_batch_end(self, state):
+            seen.append(sorted(k for k in state.outputs if k.startswith("loss/")))
+
+    state = Trainer(mlp(), cfg(tmp_path), train_data=small[0], criterion=joint, callbacks=[Spy()]).fit()
+    assert seen[0] == ["loss/cross_entropy", "loss/smooth"] and math.isfinite(state.metrics["train/loss"])
+
+    class Poisoned(Trainer):
+        def compute_loss(self, outputs, batch):
+            total, terms = super().compute_loss(outputs, batch)
+            if self.global_step == 2:
+                terms = {**terms, "smooth": terms["smooth"] * float("nan")}
+                total = total + terms["smooth"]
+            return total, terms
+
+    with pytest.raises(NonFiniteLossError, match=r"step 3 .*loss terms: cross_entropy=[0-9.]+, smooth=nan"):
+        Poisoned(mlp(), cfg(tmp_path / "p"), train_data=small[0], criterion=joint).fit()

@@ -40,6 +40,9 @@ class JointLoss(nn.Module):
     (tensor(6.), {'mse': tensor(4.), 'l1': tensor(2.)})
     """
 
+    #: the Trainer calls a criterion with this class attribute as ``criterion(outputs, batch)``
+    takes_dicts = True
+
     def __init__(self, losses: list[dict[str, Any]], normalize_weights: bool = False) -> None:
         super().__init__()
         if not losses:
