@@ -27,6 +27,31 @@ def may_be_random(dataset: Dataset) -> bool:
     return not isinstance(dataset, TensorDataset)
 
 
+def tensor_source(dataset: Dataset) -> tuple[tuple[torch.Tensor, ...], torch.Tensor | None] | None:
+    """``(tensors, index map)`` when ``dataset`` is a ``TensorDataset`` or ``Subset``s of one, else None.
+
+    >>> base = TensorDataset(torch.arange(10))
+    >>> tensors, mapping = tensor_source(Subset(Subset(base, [9, 8, 7, 6]), [1, 3]))
+    >>> mapping.tolist()
+    [8, 6]
+    """
+    mapping: torch.Tensor | None = None
+    while isinstance(dataset, Subset):
+        indices = torch.as_tensor(dataset.indices, dtype=torch.int64)
+        mapping = indices if mapping is None else indices[mapping]
+        dataset = dataset.dataset
+    return (dataset.tensors, mapping) if isinstance(dataset, TensorDataset) else None
+
+
+class _Collated:
+    """A batch already assembled by ``_SampleSeeded.__getitems__`` (tensor data): collate passes it on."""
+
+    __slots__ = ("batch",)
+
+    def __init__(self, batch: dict[str, Any]) -> None:
+        self.batch = batch
+
+
 class _SampleSeeded(Dataset):
     """Wraps a dataset: item ``(epoch, index)`` seeds python/numpy/torch from ``sample_seed`` and returns
     ``(index, dataset[index])``. In the main process the caller's RNG state is restored afterwards (once
@@ -36,6 +61,7 @@ class _SampleSeeded(Dataset):
         self.dataset = dataset
         self.seed = seed
         self.seeded = seeded and may_be_random(dataset)
+        self.tensors = tensor_source(dataset)  # in-memory tensors: one gather per batch, not 64 lookups
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -49,10 +75,27 @@ class _SampleSeeded(Dataset):
         return index, self.dataset[index]
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[int, Any]:
+        if self.tensors is not None:
+            return self._fetch(*key)
         return self.__getitems__([key])[0]
 
-    def __getitems__(self, keys: list[tuple[int, int]]) -> list[tuple[int, Any]]:
+    def _gather(self, indices: list[int]) -> _Collated:
+        tensors, mapping = self.tensors
+        positions = torch.tensor(indices, dtype=torch.int64)
+        rows = positions if mapping is None else mapping[positions]
+        columns = [t[rows] for t in tensors]
+        batch = {"input": columns[0]}
+        if len(columns) > 1:
+            batch["target"] = columns[1]
+        for extra, column in enumerate(columns[2:], start=2):
+            batch[f"field{extra}"] = column
+        batch["index"] = positions
+        return _Collated(batch)
+
+    def __getitems__(self, keys: list[tuple[int, int]]) -> list[Any]:
         """The DataLoader fetches a whole batch here: the RNG state is saved and restored once per batch."""
+        if self.tensors is not None:
+            return [self._gather([index for _, index in keys])]
         if not self.seeded or torch.utils.data.get_worker_info() is not None:
             return [self._fetch(epoch, index) for epoch, index in keys]
         saved = (random.getstate(), np.random.get_state(), torch.default_generator.get_state())
@@ -64,9 +107,11 @@ class _SampleSeeded(Dataset):
             torch.default_generator.set_state(saved[2])
 
 
-def collate_indexed(samples: list[tuple[int, Any]]) -> dict[str, Any]:
+def collate_indexed(samples: list[Any]) -> dict[str, Any]:
     """Collate ``(index, sample)`` pairs into ``{"input", "target", "index"}`` (or the sample's own dict
     keys plus ``"index"``). Runs in the workers, so the hot loop gets a ready dict."""
+    if len(samples) == 1 and type(samples[0]) is _Collated:
+        return samples[0].batch
     indices = torch.tensor([i for i, _ in samples], dtype=torch.int64)
     items = [s for _, s in samples]
     first = items[0]
