@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import cfg, mlp
 from torch import nn
 from torch.utils.data import Subset
 
@@ -162,18 +163,6 @@ def test_unreadable_sources_name_the_file(tmp_path):
 
 
 # -- every source kind ---------------------------------------------------------------------------------
-def mlp(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10))
-
-
-def cfg(tmp_path, **overrides) -> TrainingConfig:
-    values = dict(output_dir=str(tmp_path / "run"), max_epochs=1, batch_size=64, lr=0.01, tensorboard=False,
-                  report=False, checkpoint=None, print_steps=10_000, seed=0)
-    values.update(overrides)
-    return TrainingConfig(**values)
-
-
 @pytest.fixture(scope="module")
 def small(digits):
     return Subset(digits[0], range(256))

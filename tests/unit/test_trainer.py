@@ -7,25 +7,12 @@ import math
 
 import pytest
 import torch
+from helpers import cfg, mlp
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from trainforge import Callback, Trainer, TrainingConfig
 from trainforge.errors import ConfigError
-
-
-def cfg(tmp_path, **overrides) -> TrainingConfig:
-    values = dict(
-        output_dir=str(tmp_path / "run"), max_epochs=1, batch_size=64, lr=0.01, tensorboard=False,
-        report=False, checkpoint=None, print_steps=10_000, seed=0,
-    )
-    values.update(overrides)
-    return TrainingConfig(**values)
-
-
-def mlp() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10))
 
 
 def bn_net() -> nn.Module:

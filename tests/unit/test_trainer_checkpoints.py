@@ -13,26 +13,14 @@ import textwrap
 
 import pytest
 import torch
+from helpers import cfg, mlp
 from torch import nn
 from torch.utils.data import Subset, TensorDataset
 
-from trainforge import Callback, Trainer, TrainingConfig
+from trainforge import Callback, Trainer
+from trainforge.checkpoint import _tensors as tensors_in
 from trainforge.checkpoint import load_checkpoint, read_latest, read_manifest, verify_checkpoint
 from trainforge.errors import CheckpointWriteError, ConfigError, NonFiniteLossError, ResumeMismatchError
-
-
-def cfg(tmp_path, **overrides) -> TrainingConfig:
-    values = dict(
-        output_dir=str(tmp_path / "run"), max_epochs=1, batch_size=64, lr=0.01, tensorboard=False,
-        report=False, checkpoint=None, print_steps=10_000, seed=0,
-    )
-    values.update(overrides)
-    return TrainingConfig(**values)
-
-
-def mlp(hidden: int = 32) -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), nn.Tanh(), nn.Linear(hidden, 10))
 
 
 @pytest.fixture(scope="module")
@@ -55,17 +43,6 @@ def assert_equal_tensors(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
-
-
-def tensors_in(obj, where="state"):
-    if isinstance(obj, torch.Tensor):
-        yield where, obj
-    elif isinstance(obj, dict):
-        for key, value in obj.items():
-            yield from tensors_in(value, f"{where}[{key!r}]")
-    elif isinstance(obj, (list, tuple)):
-        for i, value in enumerate(obj):
-            yield from tensors_in(value, f"{where}[{i}]")
 
 
 class Scripted(Callback):
@@ -380,7 +357,8 @@ def test_non_finite_loss_stops_at_that_step_and_no_bad_checkpoint_exists(tmp_pat
     assert max(m["global_step"] for m in saved.values()) == step - 1
     for name in saved:
         state = load_checkpoint(trainer.run_dir / "checkpoints" / name)
-        for where, tensor in tensors_in([state["recipe"]["registered"], state["recipe"]["callbacks"]["Optimizer[0]"]]):
+        recipe = state["recipe"]
+        for where, tensor in tensors_in([recipe["registered"], recipe["callbacks"]["Optimizer[0]"]], "state"):
             assert bool(torch.isfinite(tensor).all()), (name, where)
     last = load_checkpoint(trainer.run_dir / "checkpoints" / "last")["recipe"]["registered"]["model"]
     assert_equal_tensors(last, weights(trainer.model))  # the bad step never reached the weights

@@ -4,8 +4,6 @@ reads; and ``read_metrics_jsonl``, which reads it back and survives a line cut s
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 import warnings
 from collections.abc import Mapping
@@ -16,18 +14,12 @@ from .base import BaseLogger, flatten_params, float_metrics, infer_phase, is_mai
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` through a temporary file and ``os.replace`` (never half-written)."""
+    """Write ``data`` as JSON to ``path`` all or nothing (``checkpoint.atomic_file``)."""
+    from ..checkpoint import atomic_file
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            json.dump(data, file, indent=2, sort_keys=True)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as file:
+        file.write(json.dumps(data, indent=2, sort_keys=True).encode("utf-8"))
 
 
 class JsonlLogger(BaseLogger):
