@@ -7,6 +7,7 @@ import contextlib
 import datetime
 import os
 import random
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,6 +31,13 @@ def resolve_device(device: str | None) -> torch.device:
     """
     if device in (None, "cuda"):
         if torch.cuda.is_available():
+            if device == "cuda" and torch.cuda.device_count() > 1 and "WORLD_SIZE" not in os.environ:
+                warnings.warn(
+                    f"device='cuda' sees {torch.cuda.device_count()} GPUs but this is a single process, so only "
+                    "cuda:0 trains. Start one process per GPU: torchrun --nproc-per-node=N your_script.py "
+                    "(or accelerate launch); trainforge does not use DataParallel.",
+                    stacklevel=3,
+                )
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         if device == "cuda":
             raise ConfigError("device='cuda' but no CUDA GPU is visible; use device='cpu' or None")
