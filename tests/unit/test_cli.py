@@ -72,3 +72,36 @@ def test_report_is_a_listed_command_with_help():
     assert "report" in parser.format_help()
     args = parser.parse_args(["report", "runs/x", "--strict"])
     assert args.run_dir == "runs/x" and args.strict and not args.open
+
+
+def test_config_defaults_lists_every_field_with_help(capsys):
+    import dataclasses
+
+    from trainforge.cli import main
+    from trainforge.training_config import TrainingConfig
+
+    assert main(["config", "defaults"]) == 0
+    out = capsys.readouterr().out
+    for field in dataclasses.fields(TrainingConfig):
+        assert f"{field.name}: " in out and field.metadata["help"] in out
+
+
+def test_config_check_names_the_bad_key_and_exits_2(tmp_path, capsys):
+    from trainforge.cli import main
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("max_epoch: 3\n")
+    assert main(["config", "check", str(path)]) == 2
+    assert "has no key 'max_epoch'; did you mean 'max_epochs'?" in capsys.readouterr().err
+    path.write_text("max_epochs: 3\nlr: 0.1\n")
+    assert main(["config", "check", str(path)]) == 0
+    assert "max_epochs: 3" in capsys.readouterr().out
+
+
+def test_demo_command_trains_and_prints_final_metrics(tmp_path, capsys):
+    from trainforge.cli import main
+
+    assert main(["demo", "--output-dir", str(tmp_path / "demo"), "--max-epochs", "1", "--print-steps", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "epoch 1/1 step 20" in out and "final metrics:" in out and "valid/accuracy=" in out
+    assert (tmp_path / "demo" / "report" / "index.html").is_file()
