@@ -11,18 +11,40 @@ albumentations, tensorboard, onnx) load when a feature that needs them is used.
 from __future__ import annotations
 
 from ._version import __version__
-from .callbacks import CallRecipe, Counter, EpochMetricAvg, Optimizer, StdoutLogger
+from .callbacks import (
+    EMA,
+    CallRecipe,
+    Counter,
+    EarlyStopping,
+    EpochMetricAvg,
+    FreezeBatchNorm,
+    FreezeUnfreeze,
+    LayerFreezer,
+    ModelCheckpoint,
+    Optimizer,
+    StdoutLogger,
+)
 from .engine import EVENTS, Callback, CallbackError, Recipe, State
+from .losses import JointLoss, build_loss
+from .optim import build_optimizer, build_scheduler
+from .pretrained import load_pretrained
 from .trainer import Trainer
 from .training_config import TrainingConfig
 
 __all__ = [
+    "EMA",
     "EVENTS",
     "CallRecipe",
     "Callback",
     "CallbackError",
     "Counter",
+    "EarlyStopping",
     "EpochMetricAvg",
+    "FreezeBatchNorm",
+    "FreezeUnfreeze",
+    "JointLoss",
+    "LayerFreezer",
+    "ModelCheckpoint",
     "Optimizer",
     "Recipe",
     "State",
@@ -30,4 +52,8 @@ __all__ = [
     "Trainer",
     "TrainingConfig",
     "__version__",
+    "build_loss",
+    "build_optimizer",
+    "build_scheduler",
+    "load_pretrained",
 ]
