@@ -85,7 +85,9 @@ class TrainingConfig:
     # -- metrics, logging, checkpoints ------------------------------------------------------------
     metrics: list = _field(["Accuracy"], "torchmetrics by name, or dicts {name, params, mapping, phases}")
     print_steps: int | None = _field(None, "print one line every this many steps; None: a progress bar per epoch")
-    progress_bar: bool = _field(True, "show a progress bar when print_steps is None")
+    progress_bar: bool = _field(
+        True, "a live bar per epoch when print_steps is None (on a terminal; lines every log_every_n_steps otherwise)"
+    )
     log_every_n_steps: int = _field(50, "write training metrics to the logs every this many steps")
     tensorboard: bool = _field(True, "write TensorBoard event files into <run>/tensorboard")
     report: bool = _field(True, "write the HTML run report into <run>/report at the end of fit")
