@@ -111,13 +111,7 @@ class Optimizer:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.pending = int(state["pending"])
-        self.steps = int(state["steps"])
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        for param, grad in zip(params, state.get("grads") or []):
-            param.grad = None if grad is None else grad.to(param.device).clone()
-        for name in ("scheduler", "scaler"):
+        for name in ("scheduler", "scaler"):  # check everything before changing anything
             owner = getattr(self, name)
             if (owner is None) != (name not in state):
                 what = "GradScaler (fp16 mixed precision)" if name == "scaler" else "learning-rate scheduler"
@@ -126,5 +120,13 @@ class Optimizer:
                     f"the checkpoint {'holds' if name in state else 'has no'} {what} state but this run "
                     f"{'has no' if owner is None else 'has a'} {what.split(' (')[0]}; resume with {fix}"
                 )
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.pending = int(state["pending"])
+        self.steps = int(state["steps"])
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        for param, grad in zip(params, state.get("grads") or []):
+            param.grad = None if grad is None else grad.to(param.device).clone()
+        for name in ("scheduler", "scaler"):
+            owner = getattr(self, name)
             if owner is not None:
                 owner.load_state_dict(state[name])

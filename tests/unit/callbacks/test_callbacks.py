@@ -138,3 +138,16 @@ def test_call_recipe_every_n_batches_copies_prefixed_metrics():
     state = train.run(1)
     assert len(calls) == 2
     assert state.metrics["valid/acc"] == 2.0  # from the second call (fit_start counted it first)
+
+
+def test_optimizer_state_mismatch_changes_nothing():
+    w = nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([w], lr=1.0, momentum=0.9)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1)
+    saved = Optimizer(opt, scheduler=sched).state_dict()
+    saved["steps"] = 7
+    fresh_opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.5, momentum=0.9)
+    target = Optimizer(fresh_opt)  # no scheduler: the checkpoint's scheduler state cannot be placed
+    with pytest.raises(KeyError, match="learning-rate scheduler"):
+        target.load_state_dict(saved)
+    assert target.steps == 0 and fresh_opt.param_groups[0]["lr"] == 0.5  # nothing was half-restored
