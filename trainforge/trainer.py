@@ -666,8 +666,8 @@ class Trainer:
         for callback in self.callbacks:
             if not any(callback is c for c in early):
                 recipe.callbacks.add(callback)
-        for callback in self._default_callbacks():
-            recipe.callbacks.add(callback, "epilogue")
+        for callback in self._default_callbacks():  # early stopping joins the middle: before any checkpoint
+            recipe.callbacks.add(callback, getattr(callback, "group", "epilogue"))
         self._preemption = _Preemption(self)
         recipe.callbacks.add(self._preemption, "epilogue")
         fault = os.environ.get("TRAINFORGE_FAULT", "")

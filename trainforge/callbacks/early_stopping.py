@@ -29,6 +29,8 @@ class EarlyStopping:
     (4, 3, 0.5)
     """
 
+    group = "middle"  # before ModelCheckpoint (epilogue), so the counters a checkpoint saves are current
+
     def __init__(
         self,
         monitor: str,
