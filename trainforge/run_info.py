@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 import torch
+from torch.utils.data import Subset
 
 
 def environment_info() -> dict[str, Any]:
@@ -48,6 +49,9 @@ def dataset_fingerprint(data: Any) -> str | None:
     own = getattr(data, "fingerprint", None)
     if callable(own):
         return str(own())
+    if isinstance(data, Subset):  # the base data set's identity and the chosen indices, in order
+        inner = dataset_fingerprint(data.dataset)
+        return None if inner is None else hashlib.sha256(f"{inner}:{list(data.indices)}".encode()).hexdigest()[:16]
     tensors = getattr(data, "tensors", None)
     if isinstance(tensors, tuple) and all(isinstance(t, torch.Tensor) for t in tensors):
         digest = hashlib.sha256()

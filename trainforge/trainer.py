@@ -791,17 +791,11 @@ class Trainer:
             )
 
     def _data_fingerprint(self) -> dict[str, Any]:
-        from torch.utils.data import Subset
-
         data = self.train_data
         source = data.dataset if isinstance(data, DataLoader) else data
         cached = getattr(self, "_dataset_hash_cache", None)
         if cached is None or cached[0] is not source:  # hashed once per data set object, not per checkpoint
-            digest = dataset_fingerprint(source)
-            inner = dataset_fingerprint(source.dataset) if digest is None and isinstance(source, Subset) else None
-            if inner is not None:  # a Subset: the base data set's identity and the chosen indices, in order
-                digest = hashlib.sha256(f"{inner}:{list(source.indices)}".encode()).hexdigest()[:16]
-            cached = self._dataset_hash_cache = (source, digest)
+            cached = self._dataset_hash_cache = (source, dataset_fingerprint(source))
         return {
             "batch_size": self.config.batch_size,
             "accumulate_grad_batches": self.config.accumulate_grad_batches,

@@ -16,7 +16,7 @@ from torch import nn
 
 from .callbacks import Optimizer
 from .engine import State
-from .errors import NonFiniteLossError
+from .errors import CheckpointError, NonFiniteLossError
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -152,13 +152,17 @@ class _NonFiniteGuard:
     def assert_finite_weights(self, model: nn.Module) -> None:
         """Refuse to checkpoint non-finite weights (one host sync, at checkpoint time only); a bad loss
         recorded on the device is reported first, with its step."""
+        from .checkpoint import assert_finite
+
         self.raise_if_bad()
-        for name, tensor in model.state_dict().items():
-            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                raise NonFiniteLossError(
-                    f"parameter {name!r} holds NaN or inf; the checkpoint was not written and the last "
-                    "good checkpoint is kept. Lower the learning rate or enable gradient_clip_val."
-                )
+        try:
+            assert_finite(model.state_dict())
+        except CheckpointError as error:
+            raise NonFiniteLossError(
+                f"model weights: {error}. The checkpoint was not written and the last good checkpoint is kept; "
+                "lower the learning rate or enable gradient_clip_val."
+            ) from None
+
 
 @contextlib.contextmanager
 def _sigterm_flag(preemption: _Preemption) -> Iterator[None]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any, TextIO
 
 import torch
 
 from ..engine import State
+from ..loggers.base import is_main_process
 
 
 def format_value(value: Any) -> str:
@@ -20,11 +20,6 @@ def format_value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
-
-
-def is_main_process() -> bool:
-    """True unless a launcher (torchrun, accelerate) says this is not rank 0."""
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 class StdoutLogger:
