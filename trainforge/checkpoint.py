@@ -96,10 +96,12 @@ def _scratch_name(name: str, mark: str) -> str:
 
 
 @contextlib.contextmanager
-def atomic_file(path: StrPath) -> Iterator[BinaryIO]:
+def atomic_file(path: StrPath, durable: bool = True) -> Iterator[BinaryIO]:
     """Write ``path`` all or nothing: yield a binary temporary file in the same folder; on a clean exit
     flush, fsync, ``os.replace`` it onto ``path`` and fsync the folder; on an error remove it, leaving an
     existing ``path`` untouched. A reader that has the old file open or mmap-ed keeps the old bytes.
+    ``durable=False`` skips both fsyncs (milliseconds each): still all or nothing if the process dies,
+    but a power cut may leave the old file — for summaries that can be written again, never checkpoints.
 
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as tmp:
@@ -114,13 +116,15 @@ def atomic_file(path: StrPath) -> Iterator[BinaryIO]:
         with open(tmp, "xb") as f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_dir(target.parent)
+    if durable:
+        _fsync_dir(target.parent)
 
 
 def atomic_write_bytes(path: StrPath, data: bytes) -> Path:

@@ -140,8 +140,25 @@ class Trainer:
         self.loggers: list[Any] = []
         self.class_names: list[str] | None = None
         self._apply_callbacks(callbacks)
+        self._resolve_stages()
 
     # -- construction helpers -----------------------------------------------------------------------
+    def _resolve_stages(self) -> None:
+        """Decide which optional stages the hot path calls: one left as the default identity (not
+        overridden by a subclass or on this instance, no channels_last, no metrics) is skipped."""
+
+        def replaced(name: str) -> bool:
+            return name in self.__dict__ or getattr(type(self), name) is not getattr(Trainer, name)
+
+        stages = _ActiveStages()
+        stages.preprocess = replaced("preprocess")
+        stages.augmentations = replaced("augmentations")
+        stages.on_before_model = replaced("on_before_model") or self.config.channels_last
+        stages.compute_metrics = (
+            replaced("compute_metrics") or bool(self.config.metrics) or self.metrics_manager is not None
+        )
+        self._stages = stages
+
     def _apply_callbacks(self, callbacks: Mapping[str, Any] | Iterable[Any] | None) -> None:
         if callbacks is None:
             return
@@ -208,11 +225,19 @@ class Trainer:
         return x
 
     def forward(self, batch: dict[str, Any], training: bool) -> dict[str, Any]:
-        """Run preprocess, augmentations (training only), on_before_model and the model."""
-        x = self.preprocess(batch["input"])
-        if training:
+        """Run preprocess, augmentations (training only), on_before_model and the model.
+
+        Stages left as the identity (not overridden, no channels_last) are not called; which ones is
+        decided when ``fit``, ``evaluate`` or ``predict`` starts.
+        """
+        stages = self._stages
+        x = batch["input"]
+        if stages.preprocess:
+            x = self.preprocess(x)
+        if training and stages.augmentations:
             x = self.augmentations(x)
-        x = self.on_before_model(x)
+        if stages.on_before_model:
+            x = self.on_before_model(x)
         if self.runtime.autocast_dtype is None:
             output = self._model_fn(x)
         else:
@@ -231,7 +256,8 @@ class Trainer:
         # a class attribute: on an nn.Module instance a missing attribute costs an exception per call
         if getattr(type(self.criterion), "takes_dicts", False):
             return self.criterion(outputs, batch)
-        return self.criterion(outputs["output"].float(), batch["target"])
+        output = outputs["output"]
+        return self.criterion(output if output.dtype is torch.float32 else output.float(), batch["target"])
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, Any]:
         """One training step: forward, loss, backward, training metrics. Returns the step outputs."""
@@ -240,21 +266,26 @@ class Trainer:
         if isinstance(loss, tuple):
             loss, terms = loss
             outputs.update({f"loss/{k}": v.detach() for k, v in terms.items()})
-        if self._guard.check(loss, batch, terms):  # a non-finite loss under the "skip" policy
+        guard = self._guard
+        if guard.check(loss, batch, terms):  # a non-finite loss under the "skip" policy
             outputs["loss"] = torch.zeros((), device=loss.device)
             outputs["num_samples"] = 0
             return outputs
-        accumulating = self._accumulating()
-        if self.runtime.distributed:
-            with self.runtime.no_sync(self._model_fn, accumulating):
-                self.runtime.backward(loss)
+        runtime = self.runtime
+        accumulating = self.config.accumulate_grad_batches > 1 and self._accumulating()
+        if runtime.distributed:
+            with runtime.no_sync(self._model_fn, accumulating):
+                runtime.backward(loss)
+        elif runtime.scaler is None:
+            loss.backward()
         else:
-            self.runtime.backward(loss)
+            runtime.backward(loss)
         if not accumulating:
-            self._guard.check_grads(self._optimizer_cb.optimizer, batch)
+            guard.check_grads(self._optimizer_cb.optimizer, batch)
         outputs["loss"] = loss.detach()
-        outputs["num_samples"] = self.recipe.state.extra["batch_size"] = _batch_size(batch)
-        self.compute_metrics("TRAIN", outputs, batch)
+        outputs["num_samples"] = _batch_size(batch)
+        if self._stages.compute_metrics:
+            self.compute_metrics("TRAIN", outputs, batch)
         return outputs
 
     @torch.no_grad()
@@ -309,11 +340,13 @@ class Trainer:
         self.setup()
         if resume_from is not None:
             self.resume(resume_from)
+        self._resolve_stages()
         if self._custom_fit is not None:
             return self._custom_fit()
         try:
             with _sigterm_flag(self._preemption):
                 state = self.recipe.run(self.config.max_epochs)
+                self._preemption.finish(state)  # stopped for SIGTERM: checkpoint and exit 143
             if self.config.load_best_model_at_end:
                 self._load_best_model()
             self._finish_run(state)
@@ -447,6 +480,7 @@ class Trainer:
         from .metrics.manager import normalize_phase, phase_prefix
 
         self.setup()
+        self._resolve_stages()
         phase = normalize_phase(phase)
         loaders = self._eval_loaders if data is None else self._make_eval_loaders(data)
         if not loaders:
@@ -506,6 +540,7 @@ class Trainer:
     def predict(self, data: Dataset | DataLoader) -> list[dict[str, Any]]:
         """Run the model on ``data`` in eval mode; returns each batch's outputs on the CPU (with indices)."""
         self.setup()
+        self._resolve_stages()
         loader = self._make_loader(data, train=False)
         was_training = self.model.training
         self.model.eval()
@@ -631,13 +666,15 @@ class Trainer:
         self._eval_recipe.callbacks.add(self._eval_loss_avg)
         self._eval_recipe.callbacks.add(_EvalBatchEvents(self))
 
-        self.recipe = recipe = Recipe(self.train_step, self.train_loader if self.train_loader is not None else [])
+        self.recipe = recipe = Recipe(
+            self.train_step, self.train_loader if self.train_loader is not None else [], batch_size_fn=_batch_size
+        )
         self._batches_per_epoch = len(self.train_loader) if self.train_loader is not None else 0
         # batches come from our loaders on the host; moving them is only needed for an accelerator
         recipe.device = None if self.runtime.device.type == "cpu" else self.runtime.device
         recipe.state.extra["save_state"] = self._checkpoint_state
         recipe.register("model", self.model)
-        self._guard = _NonFiniteGuard(cfg.non_finite)
+        self._guard = _NonFiniteGuard(cfg.non_finite, self.runtime.device.type)
         if self.train_loader is not None:
             self._build_optimization()
         self._optimizer_cb = Optimizer(
@@ -937,7 +974,13 @@ CHECKPOINT_FORMAT = 1
 
 def _batch_size(batch: dict[str, Any]) -> int:
     x = batch["input"]
-    return int(x.shape[0]) if isinstance(x, torch.Tensor) else len(x)
+    return x.shape[0] if isinstance(x, torch.Tensor) else len(x)
+
+
+class _ActiveStages:
+    """The optional stages ``Trainer.forward`` and ``train_step`` call (see ``Trainer._resolve_stages``)."""
+
+    __slots__ = ("augmentations", "compute_metrics", "on_before_model", "preprocess")
 
 
 class _DictBatches:

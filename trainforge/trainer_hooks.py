@@ -41,24 +41,35 @@ class _NonFiniteGuard:
     """Stops (or skips) on a NaN/inf loss or gradient, naming the step, epoch, loss (and its terms when
     the criterion returns them) and the batch's sample indices.
 
-    On the CPU the check is a plain memory read per step, made before ``backward``, so a bad step never
-    reaches the optimizer. On a GPU a read is a host sync, so under ``raise`` the first bad step is
-    recorded on the device and checked every ``log_every_n_steps`` steps, at epoch end and before each
-    checkpoint, and the error names that step (``skip`` must know at once, so it syncs every step).
-    Non-finite gradients with a finite loss are caught before the optimizer step on the CPU; with a
-    ``GradScaler`` (fp16) they are the scaler's business: it skips that step and lowers the scale.
-    Checkpoints check the weights first, so non-finite weights are never saved.
+    On the CPU the loss check is a plain memory read per step, made before ``backward``, so a bad step
+    never reaches the optimizer; the gradients are checked before each optimizer step by one fused kernel
+    whose flag is read through a NumPy view of its memory. On a GPU a read is a host sync, so under
+    ``raise`` the first bad step is recorded on the device and checked every ``log_every_n_steps``
+    steps, at epoch end and before each checkpoint, and the error names that step (``skip`` must know
+    at once, so it syncs every step). With a ``GradScaler`` (fp16) non-finite gradients are the
+    scaler's business: it skips that step and lowers the scale. Checkpoints check the weights first, so
+    non-finite weights are never saved.
     """
 
-    def __init__(self, policy: str) -> None:
+    def __init__(self, policy: str, device_type: str = "cpu") -> None:
         self.policy = policy
+        self.device_type = device_type
+        self.deferred = device_type != "cpu" and policy == "raise"
+        if not self.deferred:
+            self.on_batch_end = None  # nothing recorded on a device to check: no per-step hook
         self.state: State | None = None
         self.skipped = 0
         self.scaler: Any = None
         self.every = 50
+        self._check_grads = device_type == "cpu"
         self._first_bad: torch.Tensor | None = None  # device scalar: first bad step, 0 while none
-        self._found_inf: torch.Tensor | None = None
         self._recent: dict[int, tuple[Any, torch.Tensor, dict[str, torch.Tensor] | None]] = {}
+        self._found_inf = torch.zeros(1)
+        self._found = self._found_inf.numpy()  # the flag's memory: reading it is not a tensor op
+        self._unit = torch.ones(1)
+        self._groups: Any = None
+        self._num_groups = 0
+        self._params: list[torch.Tensor] = []
 
     def on_fit_start(self, state: State) -> None:
         self.state = state
@@ -67,6 +78,8 @@ class _NonFiniteGuard:
                 self.scaler = callback.scaler
             elif isinstance(callback, _LogWriter):
                 self.every = callback.every
+        self._check_grads = self.device_type == "cpu" and self.scaler is None
+        self._groups = None  # parameters are looked up again: the optimizer may have changed
 
     def on_batch_end(self, state: State) -> None:
         if self._first_bad is not None and state.global_step % self.every == 0:
@@ -77,10 +90,10 @@ class _NonFiniteGuard:
 
     def check(self, loss: torch.Tensor, batch: dict[str, Any], terms: dict[str, torch.Tensor] | None = None) -> bool:
         """True when the batch must be skipped; raises under the ``raise`` policy."""
-        if loss.device.type != "cpu" and self.policy == "raise":
+        if self.deferred:
             self._record(loss, batch, terms)
             return False
-        if math.isfinite(loss.item()):  # on the CPU a plain read: no kernel, no sync (0.15 µs)
+        if math.isfinite(loss.item()):  # on the CPU a plain read: no kernel, no sync
             return False
         if self.policy == "skip":
             self.skipped += 1
@@ -123,18 +136,21 @@ class _NonFiniteGuard:
     def check_grads(self, optimizer: Any, batch: dict[str, Any]) -> None:
         """Before an optimizer step on the CPU: every gradient must be finite (a NaN only in the backward
         pass leaves the loss finite). Under ``skip`` the step's gradients are dropped instead."""
-        if self.scaler is not None:
-            return  # the GradScaler skips the step and backs off; inf gradients are routine with fp16
-        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        if not grads or grads[0].device.type != "cpu":
+        if not self._check_grads:
+            return  # a GPU (checked with the weights at checkpoints) or a GradScaler, which skips bad steps
+        groups = optimizer.param_groups
+        if groups is not self._groups or len(groups) != self._num_groups:  # a group added (FreezeUnfreeze)
+            self._groups, self._num_groups = groups, len(groups)
+            self._params = [p for group in groups for p in group["params"]]
+        grads = [grad for p in self._params if (grad := p.grad) is not None]
+        if not grads:
             return
-        # one fused kernel (GradScaler's own check; a scale of 1.0 leaves the gradients unchanged): 2 µs
-        if self._found_inf is None:
-            self._found_inf, self._unit = torch.zeros(1), torch.ones(1)
-        self._found_inf.zero_()
+        # GradScaler's own fused check (a scale of 1.0 leaves the gradients unchanged); it only ever sets
+        # the flag, so the flag is cleared only after a hit
         torch._amp_foreach_non_finite_check_and_unscale_(grads, self._found_inf, self._unit)
-        if not self._found_inf.item():
+        if not self._found[0]:
             return
+        self._found_inf.zero_()
         norm = torch.stack(torch._foreach_norm(grads)).sum()
         state = self.state
         where = f"at step {state.global_step + 1} (epoch {state.epoch + 1})"
@@ -183,23 +199,39 @@ def _sigterm_flag(preemption: _Preemption) -> Iterator[None]:
 class _Preemption:
     """On SIGTERM: finish the current step, write ``checkpoints/last``, exit with 143 (128 + SIGTERM).
 
-    Under torch.distributed the flag is agreed across ranks (a max all-reduce) every
-    ``log_every_n_steps`` steps, so every rank stops at the same step; alone, it is a plain bool read.
+    Alone, the signal handler sets ``state.should_stop``, which the loop reads after every step anyway:
+    nothing runs per step. Under torch.distributed every rank must stop at the same step, so the flag
+    is agreed across ranks (a max all-reduce) every ``log_every_n_steps`` steps instead. ``finish``
+    runs after the loop: it writes the checkpoint and exits when the run was stopped for the signal.
     """
 
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
-        self.requested = False
-        self.every = trainer.config.log_every_n_steps if trainer.runtime.distributed else 1
+        self.requested = False  # a signal arrived (on this rank)
+        self.stopping = False  # the loop was told to stop for it (agreed by every rank)
+        self.distributed = trainer.runtime.distributed
+        self.every = trainer.config.log_every_n_steps
+        if not self.distributed:
+            self.on_batch_end = None
 
     def request(self) -> None:
+        """The signal handler: only sets flags (the loop stops cleanly after the current step)."""
         self.requested = True
+        if not self.distributed:
+            self.stopping = True
+            self.trainer.recipe.state.should_stop = True
+
+    def on_fit_start(self, state: State) -> None:
+        if self.stopping:  # a signal during setup: ``run`` has just cleared should_stop
+            state.should_stop = True
 
     def on_batch_end(self, state: State) -> None:
-        if state.global_step % self.every:
-            return
-        runtime = self.trainer.runtime
-        if not (runtime.any_rank(self.requested) if runtime.distributed else self.requested):
+        if state.global_step % self.every == 0 and self.trainer.runtime.any_rank(self.requested):
+            self.stopping = state.should_stop = True
+
+    def finish(self, state: State) -> None:
+        """After the loop: when it stopped for SIGTERM before its last epoch, checkpoint and exit 143."""
+        if not self.stopping or state.epoch >= state.max_epochs:
             return
         checkpoint = getattr(self.trainer, "checkpoint_callback", None)
         if checkpoint is not None:
@@ -234,8 +266,9 @@ class _FaultInjection:
 class _LogWriter:
     """Writes metrics to the run's loggers (JSONL always, TensorBoard when enabled, any ``Logger`` passed
     in ``callbacks``): training values every ``log_every_n_steps`` (the host sync happens here, at that
-    cadence) and at epoch end, each evaluation's values at its end; a grid of the first batch's inputs,
-    and each evaluation's non-scalar metrics as figures (confusion matrices, per-class bars, curves)."""
+    cadence) and at epoch end, each evaluation's values at its end; a grid of training inputs (the batch
+    at the first logging point), and each evaluation's non-scalar metrics as figures (confusion
+    matrices, per-class bars, curves)."""
 
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
@@ -248,10 +281,11 @@ class _LogWriter:
             for logger in self.trainer.loggers:
                 logger.log_metrics(metrics, step=state.global_step, phase=phase, epoch=state.epoch)
 
-    def on_batch_start(self, state: State) -> None:
-        if self.images_logged or not self.trainer.runtime.is_main:
-            return
+    def _log_images(self, state: State) -> None:
+        """A grid of up to 16 training inputs, once per run, at the first logging point (not per step)."""
         self.images_logged = True
+        if not self.trainer.runtime.is_main:
+            return
         x = state.batch.get("input") if isinstance(state.batch, dict) else None
         if isinstance(x, torch.Tensor) and x.dim() == 4 and x.shape[1] in (1, 3):
             images = x[:16].detach().float().cpu()
@@ -261,6 +295,8 @@ class _LogWriter:
 
     def on_batch_end(self, state: State) -> None:
         if state.global_step % self.every == 0:
+            if not self.images_logged:
+                self._log_images(state)
             self._log(state, [k for k in state.metrics if not _is_eval_name(k)], "train")
 
     def on_eval_end(self, state: State) -> None:
@@ -277,6 +313,8 @@ class _LogWriter:
                     logger.log_figure(name, figure, state.global_step)
 
     def on_epoch_end(self, state: State) -> None:
+        if not self.images_logged:
+            self._log_images(state)
         self._log(state, [k for k in state.metrics if not _is_eval_name(k)], "train")
 
 
@@ -361,6 +399,8 @@ class _Evaluation:
         self.trainer = trainer
         cfg = trainer.config
         self.every = cfg.eval_steps if cfg.eval_strategy == "steps" else None
+        if self.every is None:
+            self.on_batch_end = None  # evaluation at epoch ends only: no per-step hook
 
     def on_batch_end(self, state: State) -> None:
         if self.every is not None and state.global_step % self.every == 0:

@@ -120,9 +120,9 @@ def test_b27_sigterm_checkpoints_exits_143_and_resumes_bitwise(tmp_path, referen
     run_dir = tmp_path / "term"
     stopped = run(run_dir, "sigterm_after_step:13")
     assert stopped.returncode == 143, stopped.stderr[-2000:]
-    # the signal lands after step 13's hooks, i.e. during step 14: that step finishes, then it stops
-    assert "SIGTERM: stopped after step 14" in stopped.stdout
+    # the signal lands in step 13's last hook; the loop reads the stop flag right after it
+    assert "SIGTERM: stopped after step 13" in stopped.stdout
     manifest = json.loads((run_dir / "checkpoints" / "last" / "MANIFEST.json").read_text())
-    assert manifest["metadata"]["global_step"] == 14  # a fresh checkpoint, not the one of step 10
+    assert manifest["metadata"]["global_step"] == 13  # a fresh checkpoint, not the one of step 10
     result = killed_then_resumed(run_dir, [])
     assert result["hash"] == final(references["w0"])["hash"]

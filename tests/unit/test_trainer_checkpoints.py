@@ -120,7 +120,7 @@ def test_checkpoint_holds_everything_a_resume_needs(tmp_path, small):
     assert {"optimizer", "scheduler", "steps"} <= set(optimizer) and optimizer["optimizer"]["state"]
     for key in ("EMA[0]", "EarlyStopping[0]", "ModelCheckpoint[0]", "_TrainMetrics[0]"):
         assert key in recipe["callbacks"], key
-    assert recipe["progress"] == {"epoch": 1, "global_step": 4, "epoch_step": 0}
+    assert recipe["progress"] == {"epoch": 1, "global_step": 4, "epoch_step": 0, "samples": 256}
     assert {"python", "numpy", "torch"} <= set(state["rng"])
     assert state["config"] == config.to_dict()
     data = state["data"]
@@ -455,7 +455,7 @@ def test_device_losses_are_checked_at_the_cadence_and_name_the_first_bad_step():
     from trainforge.engine import State
     from trainforge.trainer_hooks import _NonFiniteGuard
 
-    guard = _NonFiniteGuard("raise")
+    guard = _NonFiniteGuard("raise", device_type="cuda")  # deferred: the accelerator path
     state = State()
     guard.on_fit_start(state)
     guard.every = 4
@@ -469,3 +469,44 @@ def test_device_losses_are_checked_at_the_cadence_and_name_the_first_bad_step():
     expected = r"loss is inf at step 3 \(epoch 1\); batch sample indices: \[20, 21\]"
     with pytest.raises(NonFiniteLossError, match=expected):
         guard.on_batch_end(state)
+
+
+class SendSigterm(Callback):
+    """Sends this process SIGTERM from inside the loop: after ``step``'s batch, or at the last epoch end."""
+
+    def __init__(self, step=None, at_last_epoch_end=False):
+        self.step, self.at_last_epoch_end = step, at_last_epoch_end
+
+    def on_batch_end(self, state):
+        if state.global_step == self.step:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_epoch_end(self, state):
+        if self.at_last_epoch_end and state.epoch + 1 == state.max_epochs:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_stops_after_the_current_step_writes_last_and_exits_143(tmp_path, small, capsys):
+    checkpoint = {"every_n_steps": None, "every_n_epochs": 1, "save_top_k": -1, "save_last": True}
+    trainer = Trainer(mlp(), cfg(tmp_path, max_epochs=3, checkpoint=checkpoint), train_data=small[0],
+                      callbacks=[SendSigterm(step=6)])
+    with pytest.raises(SystemExit) as caught:
+        trainer.fit()
+    assert caught.value.code == 143 and trainer.global_step == 6
+    assert "SIGTERM: stopped after step 6" in capsys.readouterr().out
+    assert read_manifest(trainer.run_dir / "checkpoints" / "last")["metadata"]["global_step"] == 6
+    resumed = Trainer(mlp(), cfg(tmp_path, max_epochs=3, checkpoint=checkpoint), train_data=small[0])
+    assert resumed.fit(resume_from="auto").global_step == 12
+
+
+def test_sigterm_after_the_last_step_lets_the_finished_run_end_normally(tmp_path, small):
+    trainer = Trainer(mlp(), cfg(tmp_path, max_epochs=2), train_data=small[0],
+                      callbacks=[SendSigterm(at_last_epoch_end=True)])
+    state = trainer.fit()  # no SystemExit: there is nothing left to resume
+    assert state.epoch == 2 and state.global_step == 8

@@ -77,7 +77,10 @@ class EpochMetricAvg:
                 f"EpochMetricAvg({self.name!r}): the step function returned no {self.name!r}; "
                 f"it returned {sorted(state.outputs)}"
             ) from None
-        value = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+        if not isinstance(value, torch.Tensor):
+            value = torch.tensor(float(value))
+        elif value.requires_grad:  # step outputs are usually detached already: no second detach per batch
+            value = value.detach()
         weight = 1 if self.weight is None else int(state.outputs[self.weight])  # the batch size: a host int
         self._count += weight
         if self._sum is None:

@@ -2,7 +2,7 @@
 
 from .callbacks import GROUPS, CallbackList
 from .events import EVENTS, Callback, CallbackError, hook_methods
-from .recipe import Recipe, to_device
+from .recipe import Recipe, batch_size, to_device
 from .state import State
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "CallbackList",
     "Recipe",
     "State",
+    "batch_size",
     "hook_methods",
     "to_device",
 ]

@@ -61,7 +61,9 @@ def hook_methods(callback: Any) -> dict[str, Any]:
     """Return ``{event: bound method}`` for every ``on_<event>`` of ``callback``.
 
     Raises ``CallbackError`` for any public callable named ``on_*`` that matches no event, listing the
-    valid names, so a misspelled hook fails at registration instead of silently never running.
+    valid names, so a misspelled hook fails at registration instead of silently never running. A hook
+    set to ``None`` on the instance is left out: a callback that does not need an event in this run
+    (a check due only on accelerators, say) opts out of it at no cost per batch.
 
     >>> class Printer:
     ...     def on_epoch_end(self, state): ...

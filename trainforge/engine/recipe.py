@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -32,6 +32,25 @@ def to_device(obj: Any, device: torch.device, non_blocking: bool = True) -> Any:
     return obj
 
 
+def batch_size(batch: Any) -> int:
+    """Samples in a batch: the length of its input (``batch["input"]``, ``batch[0]`` or the batch
+    tensor itself); 0 when unknown. Reads shapes only: no host sync.
+
+    >>> batch_size({"input": torch.zeros(5, 3)}), batch_size((torch.zeros(4, 2), torch.zeros(4))), batch_size(7)
+    (5, 4, 0)
+    """
+    if type(batch) is dict or isinstance(batch, Mapping):
+        batch = batch.get("input")
+    elif isinstance(batch, (tuple, list)) and batch:
+        batch = batch[0]
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.dim() else 1
+    try:
+        return len(batch)
+    except TypeError:
+        return 0
+
+
 class Recipe:
     """A training loop with events, a shared ``State``, registered objects and callbacks.
 
@@ -41,14 +60,15 @@ class Recipe:
         while epoch < epochs and not should_stop:
             epoch_start
             for batch in loader (resuming mid-epoch skips consumed batches at the sampler):
-                batch_start      # state.batch is on the device
+                batch_start      # state.batch is on the device, state.batch_size = batch_size_fn(batch)
                 outputs = step_fn(batch)
-                batch_end        # state.outputs set, counters advanced
+                batch_end        # state.outputs set, counters (global_step, epoch_step, samples) advanced
                 if should_stop: break
             epoch_end            # only for a finished epoch
         fit_end                  # always, from finally; ``exception`` fires first on error
 
     ``run(epochs)`` trains up to ``epochs`` in total: after a resume it continues to that total.
+    ``batch_size_fn`` counts a batch's samples (``batch_size`` by default: the length of its input).
 
     >>> import torch
     >>> seen = []
@@ -59,9 +79,12 @@ class Recipe:
     ([1, 2, 3, 4], 2)
     """
 
-    def __init__(self, step_fn: StepFn, loader: Iterable[Any]) -> None:
+    def __init__(
+        self, step_fn: StepFn, loader: Iterable[Any], batch_size_fn: Callable[[Any], int] = batch_size
+    ) -> None:
         self.step_fn = step_fn
         self.loader = loader
+        self.batch_size_fn = batch_size_fn
         self.callbacks = CallbackList()
         self.state = State(owner=self)
         self.device: torch.device | None = None
@@ -122,18 +145,20 @@ class Recipe:
         fire = self.callbacks.fire
         dispatch = self.callbacks.dispatch
         batch_start, batch_end = dispatch["batch_start"], dispatch["batch_end"]
-        step_fn, device = self.step_fn, self.device
+        step_fn, device, size_fn = self.step_fn, self.device, self.batch_size_fn
         try:
             fire("fit_start", state)
             while state.epoch < epochs and not state.should_stop:
                 fire("epoch_start", state)
                 for batch in self._epoch_batches(state.epoch, state.epoch_step):
                     state.batch = batch if device is None else to_device(batch, device)
+                    state.batch_size = size = size_fn(batch)
                     for hook in batch_start:
                         hook(state)
                     state.outputs = step_fn(state.batch) or {}
                     state.global_step += 1
                     state.epoch_step += 1
+                    state.samples += size
                     for hook in batch_end:
                         hook(state)
                     if state.should_stop:
@@ -171,7 +196,7 @@ class Recipe:
 
     def reset(self) -> None:
         """Start again from epoch 0 (used by nested evaluation recipes before each call)."""
-        self.state.load_progress({"epoch": 0, "global_step": 0, "epoch_step": 0})
+        self.state.load_progress({"epoch": 0, "global_step": 0, "epoch_step": 0, "samples": 0})
         self.state.metrics = {}
 
     # -- state -----------------------------------------------------------------------------------

@@ -16,10 +16,12 @@ class State:
       batch about to run; at ``batch_end`` it already counts that batch.
     - ``max_epochs``: the total ``run`` was asked for.
     - ``epoch_complete``: True while ``epoch_end`` hooks run.
+    - ``samples``: samples in the batches completed over the whole run (the recipe's ``batch_size_fn``
+      counts them), so throughput needs no per-batch bookkeeping in callbacks.
 
-    Per batch: ``batch`` (already on the recipe's device) from ``batch_start`` on, and ``outputs``,
-    the dict the step function returned (``{}`` for ``None``), from ``batch_end`` on. Both are
-    replaced each batch, never copied to the host.
+    Per batch: ``batch`` (already on the recipe's device) and ``batch_size`` (its samples) from
+    ``batch_start`` on, and ``outputs``, the dict the step function returned (``{}`` for ``None``),
+    from ``batch_end`` on. They are replaced each batch, never copied to the host.
 
     ``metrics``: values ready to be logged. Callbacks may post device tensors here during an epoch
     (no host sync); loggers convert them to floats at their own cadence, and epoch-end values are
@@ -36,6 +38,7 @@ class State:
 
     __slots__ = (
         "batch",
+        "batch_size",
         "epoch",
         "epoch_complete",
         "epoch_step",
@@ -46,6 +49,7 @@ class State:
         "metrics",
         "outputs",
         "owner",
+        "samples",
         "should_stop",
     )
 
@@ -54,6 +58,8 @@ class State:
         self.epoch = 0
         self.global_step = 0
         self.epoch_step = 0
+        self.samples = 0
+        self.batch_size = 0
         self.epoch_complete = False
         self.max_epochs = 0
         self.batch: Any = None
@@ -68,13 +74,15 @@ class State:
         counts as done, so a checkpoint written there resumes at the start of the next epoch (and
         does not replay ``epoch_end``)."""
         if self.epoch_complete:
-            return {"epoch": self.epoch + 1, "global_step": self.global_step, "epoch_step": 0}
-        return {"epoch": self.epoch, "global_step": self.global_step, "epoch_step": self.epoch_step}
+            return {"epoch": self.epoch + 1, "global_step": self.global_step, "epoch_step": 0, "samples": self.samples}
+        return {"epoch": self.epoch, "global_step": self.global_step, "epoch_step": self.epoch_step,
+                "samples": self.samples}
 
     def load_progress(self, progress: dict[str, int]) -> None:
         self.epoch = int(progress["epoch"])
         self.global_step = int(progress["global_step"])
         self.epoch_step = int(progress["epoch_step"])
+        self.samples = int(progress.get("samples", 0))  # checkpoints of 0.1.0 do not count samples
 
     def __repr__(self) -> str:
         return (

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .base import BaseLogger, Logger, flatten_params, float_metrics, is_main_process, to_float
 from .build import build_logger, list_loggers
-from .console import ConsoleLogger, RateWindow, Throughput, batch_size_of, format_metrics
+from .console import ConsoleLogger, RateWindow, Throughput, format_metrics
 from .figures import image_grid, log_confusion_matrix
 from .jsonl import JsonlLogger, read_metrics_jsonl
 from .mlflow_logger import MLflowLogger
@@ -23,7 +23,6 @@ __all__ = [
     "TensorBoardLogger",
     "Throughput",
     "VisdomLogger",
-    "batch_size_of",
     "build_logger",
     "flatten_params",
     "float_metrics",

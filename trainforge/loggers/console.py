@@ -18,30 +18,6 @@ SAMPLES_PER_S = "throughput/samples_per_s"
 STEP_TIME_S = "throughput/step_time_s"
 
 
-def batch_size_of(state: State) -> int:
-    """Samples in the current batch: ``state.extra["batch_size"]`` when set, else the length of the batch's
-    input (``batch["input"]``, ``batch[0]`` or the batch tensor); 0 when unknown. No host sync.
-
-    >>> s = State(); s.batch = {"input": torch.zeros(5, 3)}
-    >>> batch_size_of(s)
-    5
-    """
-    size = state.extra.get("batch_size")
-    if size is not None:
-        return int(size)
-    batch = state.batch
-    if isinstance(batch, Mapping):
-        batch = batch.get("input")
-    elif isinstance(batch, (tuple, list)) and batch:
-        batch = batch[0]
-    if isinstance(batch, torch.Tensor):
-        return int(batch.shape[0]) if batch.dim() else 1
-    try:
-        return len(batch)
-    except TypeError:
-        return 0
-
-
 def _synchronize(batch: Any) -> None:
     """Wait for queued device work, so wall time measures work done rather than work launched."""
     if isinstance(batch, Mapping):
@@ -53,12 +29,17 @@ def _synchronize(batch: Any) -> None:
 
 
 class RateWindow:
-    """Samples and steps counted since ``restart``, over wall time minus paused time (evaluation).
+    """Samples and steps since ``restart``, over wall time minus paused time (evaluation).
 
-    >>> ticks = iter([0.0, 2.0])
-    >>> window = RateWindow(clock=lambda: next(ticks))
-    >>> window.add(32); window.add(32)
-    >>> window.rates()  # (samples/s, s/step)
+    The counts are differences of the loop's own counters (``state.samples``, ``state.global_step``),
+    so a window costs nothing per batch: it only reads the clock when restarted and when read.
+
+    >>> from trainforge.engine import State
+    >>> state, now = State(), [0.0]
+    >>> window = RateWindow(clock=lambda: now[0])
+    >>> window.restart(state)
+    >>> state.samples, state.global_step, now[0] = 64, 2, 2.0
+    >>> window.rates(state)  # (samples/s, s/step)
     (32.0, 1.0)
     """
 
@@ -66,16 +47,19 @@ class RateWindow:
         self.clock = clock
         self.restart()
 
-    def restart(self) -> None:
+    def restart(self, state: State | None = None) -> None:
+        """Start a new window at the state's current counters (zero without a state)."""
         self.start = self.clock()
-        self.samples = 0
-        self.steps = 0
+        self.start_samples = state.samples if state is not None else 0
+        self.start_steps = state.global_step if state is not None else 0
         self.paused = 0.0
         self._paused_at: float | None = None
 
-    def add(self, samples: int) -> None:
-        self.samples += samples
-        self.steps += 1
+    def steps(self, state: State) -> int:
+        return state.global_step - self.start_steps
+
+    def samples(self, state: State) -> int:
+        return state.samples - self.start_samples
 
     def pause(self) -> None:
         if self._paused_at is None:
@@ -86,10 +70,10 @@ class RateWindow:
             self.paused += self.clock() - self._paused_at
             self._paused_at = None
 
-    def rates(self) -> tuple[float, float]:
+    def rates(self, state: State) -> tuple[float, float]:
         """``(samples per second, seconds per step)`` over the window."""
         elapsed = max(self.clock() - self.start - self.paused, 1e-9)
-        return self.samples / elapsed, elapsed / max(self.steps, 1)
+        return self.samples(state) / elapsed, elapsed / max(self.steps(state), 1)
 
 
 class Throughput:
@@ -115,15 +99,14 @@ class Throughput:
         self.window = RateWindow(clock)
 
     def on_epoch_start(self, state: State) -> None:
-        self.window.restart()
+        self.window.restart(state)
 
     def on_batch_end(self, state: State) -> None:
-        self.window.add(batch_size_of(state))
         if state.global_step % self.log_every == 0:
             self._post(state)
 
     def on_epoch_end(self, state: State) -> None:
-        if self.window.steps:
+        if self.window.steps(state):
             self._post(state)
 
     def on_eval_start(self, state: State) -> None:
@@ -135,10 +118,10 @@ class Throughput:
     def _post(self, state: State) -> None:
         if self.synchronize:
             _synchronize(state.batch)
-        samples_per_s, step_time_s = self.window.rates()
+        samples_per_s, step_time_s = self.window.rates(state)
         state.metrics[SAMPLES_PER_S] = samples_per_s
         state.metrics[STEP_TIME_S] = step_time_s
-        self.window.restart()
+        self.window.restart(state)
 
 
 def format_metrics(metrics: Mapping[str, Any]) -> str:
@@ -223,8 +206,8 @@ class ConsoleLogger:
     def on_epoch_start(self, state: State) -> None:
         if not self.enabled:
             return
-        self.window.restart()
-        self.epoch_window.restart()
+        self.window.restart(state)
+        self.epoch_window.restart(state)
         if self._progress is not None:
             self._task = self._progress.add_task(
                 f"epoch {state.epoch + 1}/{state.max_epochs}", total=_epoch_length(state), completed=state.epoch_step,
@@ -235,9 +218,6 @@ class ConsoleLogger:
     def on_batch_end(self, state: State) -> None:
         if not self.enabled:
             return
-        samples = batch_size_of(state)
-        self.window.add(samples)
-        self.epoch_window.add(samples)
         if self.print_steps is not None:
             if state.global_step % self.print_steps == 0:
                 self._print(f"epoch {state.epoch + 1}/{state.max_epochs} step {state.global_step}", state, self.window)
@@ -278,13 +258,13 @@ class ConsoleLogger:
         metrics = format_metrics(state.metrics)
         if metrics:
             parts.append(metrics)
-        if window.samples:
-            parts.append(f"{window.rates()[0]:.4g} samples/s")
+        if window.samples(state):
+            parts.append(f"{window.rates(state)[0]:.4g} samples/s")
         return " | ".join(parts)
 
     def _print(self, where: str, state: State, window: RateWindow) -> None:
         print(self._line(where, state, window), file=self.stream or sys.stdout, flush=True)
-        window.restart()
+        window.restart(state)
 
     def _refresh_due(self, state: State) -> bool:
         if self.refresh_steps is not None:
@@ -297,7 +277,7 @@ class ConsoleLogger:
         self._progress.refresh()
         self._last_refresh = self.clock()
         if window is self.window:
-            window.restart()
+            window.restart(state)
 
     def _start_progress(self) -> None:
         from rich.console import Console

@@ -13,12 +13,12 @@ from typing import Any
 from .base import BaseLogger, flatten_params, float_metrics, infer_phase, is_main_process
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
+def write_json_atomic(path: Path, data: Any, durable: bool = True) -> None:
     """Write ``data`` as JSON to ``path`` all or nothing (``checkpoint.atomic_file``)."""
     from ..checkpoint import atomic_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path) as file:
+    with atomic_file(path, durable=durable) as file:
         file.write(json.dumps(data, indent=2, sort_keys=True).encode("utf-8"))
 
 
@@ -69,7 +69,8 @@ class JsonlLogger(BaseLogger):
     def log_hyperparams(self, params: Mapping[str, Any], final_metrics: Mapping[str, Any] | None = None) -> None:
         if self.enabled:
             data = {"params": flatten_params(params), "final_metrics": float_metrics(final_metrics or {})}
-            write_json_atomic(self.path.parent / "hparams.json", data)
+            # a summary of the run, written again by every fit: atomic, but not worth two fsyncs
+            write_json_atomic(self.path.parent / "hparams.json", data, durable=False)
 
     def close(self) -> None:
         if self._file is not None:

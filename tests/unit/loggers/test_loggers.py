@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from trainforge.callbacks import CallRecipe
-from trainforge.engine import Recipe, State
+from trainforge.engine import Recipe, batch_size
 from trainforge.errors import RegistryError
 from trainforge.loggers import (
     BaseLogger,
@@ -18,7 +18,6 @@ from trainforge.loggers import (
     Logger,
     TensorBoardLogger,
     Throughput,
-    batch_size_of,
     build_logger,
     list_loggers,
     log_confusion_matrix,
@@ -335,12 +334,13 @@ def test_throughput_posts_window_means_and_leaves_evaluation_out():
     assert state.metrics["throughput/samples_per_s"] == 4.0 and state.metrics["throughput/step_time_s"] == 0.5
 
 
-def test_batch_size_of_prefers_the_declared_size():
-    state = State()
-    state.batch = (torch.zeros(7, 2), torch.zeros(7))
-    assert batch_size_of(state) == 7
-    state.extra["batch_size"] = 32
-    assert batch_size_of(state) == 32
-    state.extra.clear()
-    state.batch = object()
-    assert batch_size_of(state) == 0
+def test_samples_are_counted_by_the_recipe_batch_size_function():
+    assert batch_size((torch.zeros(7, 2), torch.zeros(7))) == 7
+    assert batch_size({"input": [1, 2, 3]}) == 3
+    assert batch_size(object()) == 0
+    recipe = Recipe(lambda batch: None, [torch.zeros(3, 2), torch.zeros(5, 2)])
+    seen = []
+    recipe.callbacks.add(type("Seen", (), {"on_batch_start": lambda self, s: seen.append(s.batch_size)})())
+    assert recipe.run(2).samples == 16 and seen == [3, 5, 3, 5]
+    custom = Recipe(lambda batch: None, [torch.zeros(3, 2)], batch_size_fn=lambda batch: 10)
+    assert custom.run(1).samples == 10
