@@ -52,6 +52,30 @@ def resolve_device(device: str | None) -> torch.device:
     return resolved
 
 
+#: autograd's engine: for a plain scalar tensor ``loss.backward()`` is one call to it behind several
+#: microseconds of Python argument handling; None if a torch release moves it (then ``loss.backward()``)
+_ENGINE = getattr(getattr(torch.autograd, "Variable", None), "_execution_engine", None)
+
+
+def backward(loss: torch.Tensor) -> None:
+    """``loss.backward()``, without its Python argument handling for the common case.
+
+    A plain tensor with no dimensions that requires grad goes straight to autograd's engine with the
+    implicit gradient ``ones_like(loss)`` that ``backward()`` would make; anything else (a tensor
+    subclass, a non-scalar, a tensor without a graph) takes ``loss.backward()`` and its checks and errors.
+
+    >>> w = torch.ones(2, requires_grad=True)
+    >>> backward((w * 3).sum())
+    >>> w.grad
+    tensor([3., 3.])
+    """
+    if _ENGINE is not None and type(loss) is torch.Tensor and loss.requires_grad and loss.dim() == 0:
+        grad = torch.ones_like(loss, memory_format=torch.preserve_format)
+        _ENGINE.run_backward((loss,), (grad,), False, False, (), True, True)  # keep_graph, create_graph, inputs,
+    else:  # allow_unreachable, accumulate_grad: what torch.autograd.backward passes
+        loss.backward()
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (every device)."""
     random.seed(seed)
@@ -137,7 +161,8 @@ class Runtime:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def backward(self, loss: torch.Tensor) -> None:
-        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        """Backward of ``loss``, scaled first when fp16 uses a ``GradScaler``."""
+        backward(self.scaler.scale(loss) if self.scaler is not None else loss)
 
     def to_device(self, batch: Any) -> Any:
         return to_device(batch, self.device, non_blocking=self.device.type == "cuda")

@@ -31,7 +31,7 @@ from .engine import Recipe, State, hook_methods
 from .errors import ConfigError, ResumeMismatchError
 from .loggers import Throughput
 from .run_info import dataset_fingerprint, environment_info
-from .runtime import Runtime, rng_state, seed_everything, set_rng_state
+from .runtime import Runtime, backward, rng_state, seed_everything, set_rng_state
 from .trainer_hooks import (
     _EvalBatchEvents,
     _Evaluation,
@@ -277,7 +277,7 @@ class Trainer:
             with runtime.no_sync(self._model_fn, accumulating):
                 runtime.backward(loss)
         elif runtime.scaler is None:
-            loss.backward()
+            backward(loss)
         else:
             runtime.backward(loss)
         if not accumulating:

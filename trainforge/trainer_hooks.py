@@ -353,6 +353,8 @@ class _TrainMetrics:
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
         self.every = trainer.config.log_every_n_steps
+        if not trainer.config.metrics:
+            self.on_batch_end = None  # no training metrics to compute at the cadence
 
     def on_epoch_start(self, state: State) -> None:
         manager = self.trainer.metrics_manager

@@ -56,3 +56,41 @@ def test_single_process_helpers():
     assert runtime.wrap_model(model) is model
     batch = runtime.to_device({"x": torch.ones(1), "y": [torch.zeros(1)]})
     assert batch["x"].device.type == "cpu"
+
+
+def test_backward_fast_path_gives_the_gradients_of_loss_backward():
+    from trainforge.runtime import backward
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3))
+    x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    backward(torch.nn.functional.cross_entropy(model(x), y))
+    backward(torch.nn.functional.cross_entropy(model(x), y))  # accumulates like .backward()
+    for param, grad in zip(model.parameters(), expected):
+        assert torch.equal(param.grad, 2 * grad)
+
+
+def test_backward_leaves_other_tensors_to_loss_backward_and_its_errors():
+    from trainforge.runtime import backward
+
+    w = torch.ones(3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="only for scalar outputs"):
+        backward(w * 2)  # not a scalar: torch's own error
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        backward(torch.zeros(()))
+
+    class Tagged(torch.Tensor):  # a subclass keeps its __torch_function__ route
+        calls = 0
+
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            cls.calls += 1
+            return super().__torch_function__(func, types, args, kwargs or {})
+
+    loss = (w.as_subclass(Tagged) * 2).sum()
+    Tagged.calls = 0
+    backward(loss)
+    assert Tagged.calls > 0 and torch.equal(w.grad, torch.full((3,), 2.0))

@@ -53,6 +53,16 @@ def test_every_stage_override_by_subclass_runs_through_fit(tmp_path, small):
     assert calls["compute_loss"] == 6 and calls["compute_metrics"] == 6 and calls["on_epoch_end"] == 1
 
 
+def test_stages_assigned_after_construction_run_and_identity_stages_are_skipped(tmp_path, small):
+    trainer = Trainer(mlp(), cfg(tmp_path, metrics=[]), train_data=small[0])
+    seen = []
+    trainer.augmentations = lambda x: seen.append(x.shape[0]) or x  # after Trainer(...), before fit
+    trainer.fit()
+    assert seen == [64, 64, 64, 64]
+    stages = trainer._stages  # nothing else overridden: the default identities are not even called
+    assert stages.augmentations and not (stages.preprocess or stages.on_before_model or stages.compute_metrics)
+
+
 def test_dict_overrides_are_bound_to_one_instance_only(tmp_path, small):
     seen = []
 

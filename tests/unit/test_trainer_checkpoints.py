@@ -510,3 +510,23 @@ def test_sigterm_after_the_last_step_lets_the_finished_run_end_normally(tmp_path
                       callbacks=[SendSigterm(at_last_epoch_end=True)])
     state = trainer.fit()  # no SystemExit: there is nothing left to resume
     assert state.epoch == 2 and state.global_step == 8
+
+
+def test_non_finite_gradients_of_a_layer_unfrozen_mid_run_are_caught(tmp_path, small):
+    """The gradient check follows the optimizer's groups: a group added by FreezeUnfreeze is checked too."""
+    from trainforge.callbacks.freezing import FreezeUnfreeze
+
+    model = mlp()
+    trainer = Trainer(model, cfg(tmp_path, max_epochs=3), train_data=small[0])
+    trainer.add_callback(FreezeUnfreeze(model, lambda: trainer.optimizer, modules=["1"], unfreeze_at_epoch=2,
+                                        scheduler=lambda: trainer.scheduler))
+
+    class PoisonAfterUnfreeze(Callback):  # epoch 3 (index 2): the layer is trainable again
+        def on_epoch_start(self, state):
+            if state.epoch == 2:
+                model[1].weight.register_hook(lambda g: g * float("nan") if trainer.global_step + 1 == 10 else g)
+
+    trainer.add_callback(PoisonAfterUnfreeze())
+    with pytest.raises(NonFiniteLossError, match=r"gradients are non-finite \(norm nan\) at step 10 \(epoch 3\)"):
+        trainer.fit()
+    assert len(trainer.optimizer.param_groups) == 2 and trainer.global_step == 9

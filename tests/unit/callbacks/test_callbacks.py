@@ -151,3 +151,25 @@ def test_optimizer_state_mismatch_changes_nothing():
     with pytest.raises(KeyError, match="learning-rate scheduler"):
         target.load_state_dict(saved)
     assert target.steps == 0 and fresh_opt.param_groups[0]["lr"] == 0.5  # nothing was half-restored
+
+
+def test_optimizer_clears_gradients_directly_or_through_a_custom_zero_grad():
+    w = nn.Parameter(torch.ones(2))
+    recipe = Recipe(lambda batch: (w * batch).sum().backward(), [torch.ones(2)] * 3)
+    seen = []
+    recipe.callbacks.add(type("Seen", (), {"on_batch_start": lambda self, s: seen.append(w.grad)})())
+    recipe.callbacks.add(Optimizer(torch.optim.SGD([w], lr=0.1)))
+    recipe.run(1)
+    assert seen == [None, None, None] and w.grad is None  # set to None after every step
+
+    class Counting(torch.optim.SGD):
+        calls = 0
+
+        def zero_grad(self, set_to_none: bool = True) -> None:
+            Counting.calls += 1
+            super().zero_grad(set_to_none)
+
+    recipe = Recipe(lambda batch: (w * batch).sum().backward(), [torch.ones(2)] * 3)
+    recipe.callbacks.add(Optimizer(Counting([w], lr=0.1)))
+    recipe.run(1)
+    assert Counting.calls == 4  # fit start + one per step: its own zero_grad is respected

@@ -239,3 +239,23 @@ def test_resume_uses_loader_iter_epoch_when_available():
     state = recipe.run(3)
     assert loader.calls == [(1, 2), (2, 0)]
     assert state.global_step == 6 + 2 + 4
+
+
+def test_a_hook_set_to_none_on_the_instance_is_not_dispatched():
+    class Sometimes:
+        def __init__(self, per_batch):
+            self.calls = 0
+            if not per_batch:
+                self.on_batch_end = None
+
+        def on_batch_end(self, state):
+            self.calls += 1
+
+        def on_epoch_end(self, state):
+            self.calls += 100
+
+    on, off = Sometimes(True), Sometimes(False)
+    recipe = Recipe(lambda batch: None, [0, 1, 2])
+    recipe.callbacks.extend([on, off])
+    recipe.run(1)
+    assert (on.calls, off.calls) == (103, 100)
