@@ -20,7 +20,7 @@ STEP_TIME_S = "throughput/step_time_s"
 
 def _synchronize(batch: Any) -> None:
     """Wait for queued device work, so wall time measures work done rather than work launched."""
-    if isinstance(batch, Mapping):
+    if type(batch) is dict or isinstance(batch, Mapping):
         batch = next(iter(batch.values()), None)
     elif isinstance(batch, (tuple, list)) and batch:
         batch = batch[0]
