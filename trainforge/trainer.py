@@ -753,6 +753,10 @@ class Trainer:
 
     def _checkpoint_state(self) -> dict[str, Any]:
         self._guard.assert_finite_weights(self.model)
+        for logger in self.loggers:  # what was logged up to this checkpoint survives a crash after it
+            flush = getattr(logger, "flush", None)
+            if flush is not None:
+                flush()
         return self.state_dict()
 
     def _build_metrics(self, outputs: dict[str, Any]) -> Any:

@@ -530,3 +530,22 @@ def test_non_finite_gradients_of_a_layer_unfrozen_mid_run_are_caught(tmp_path, s
     with pytest.raises(NonFiniteLossError, match=r"gradients are non-finite \(norm nan\) at step 10 \(epoch 3\)"):
         trainer.fit()
     assert len(trainer.optimizer.param_groups) == 2 and trainer.global_step == 9
+
+
+def test_every_line_logged_before_a_checkpoint_is_on_disk_when_it_commits(tmp_path, small):
+    from trainforge.loggers import read_metrics_jsonl
+
+    class LinesAtCheckpoint(Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_checkpoint(self, state):  # no close yet: only the flush before saving put them there
+            run_dir = state.extra["checkpoint_path"].parent.parent
+            self.seen.append(max(r["step"] for r in read_metrics_jsonl(run_dir / "metrics.jsonl")))
+
+    spy = LinesAtCheckpoint()
+    checkpoint = {"every_n_steps": None, "every_n_epochs": 1, "save_top_k": -1, "save_last": False}
+    trainer = Trainer(mlp(), cfg(tmp_path, max_epochs=3, checkpoint=checkpoint, log_every_n_steps=1),
+                      train_data=small[0], callbacks=[spy])
+    trainer.fit()
+    assert spy.seen == [4, 8, 12]  # each epoch's last logged step, although lines are flushed once a second

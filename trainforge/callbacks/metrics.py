@@ -97,8 +97,8 @@ class EpochMetricAvg:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             pair = torch.stack([total.float(), torch.tensor(float(count), device=total.device)])
             torch.distributed.all_reduce(pair)
-            total, count = pair[0], pair[1]
-        state.metrics[self.alias] = float(total / count)  # host sync: once per epoch
+            total, count = pair[0], pair[1].item()
+        state.metrics[self.alias] = total.item() / count  # host sync: once per epoch
 
     def state_dict(self) -> dict[str, Any]:
         total = None if self._sum is None else self._sum.detach().cpu()

@@ -51,6 +51,9 @@ class BaseLogger:
     def log_images(self, tag: str, images: Tensor, step: int) -> None:
         """Record a batch of images ``(N, C, H, W)`` in [0, 1] (no-op here)."""
 
+    def flush(self) -> None:
+        """Hand buffered records to the OS; the trainer calls it before every checkpoint (no-op here)."""
+
     def close(self) -> None:
         """Flush and release files and connections (no-op here)."""
 

@@ -13,19 +13,23 @@ from typing import Any
 from .base import BaseLogger, flatten_params, float_metrics, infer_phase, is_main_process
 
 
-def write_json_atomic(path: Path, data: Any, durable: bool = True) -> None:
-    """Write ``data`` as JSON to ``path`` all or nothing (``checkpoint.atomic_file``)."""
+def write_json_atomic(path: Path, data: Any, durable: bool = True, indent: int | None = 2) -> None:
+    """Write ``data`` as JSON to ``path`` all or nothing (``checkpoint.atomic_file``). ``indent=None``
+    writes one line with the C encoder (indenting takes json's pure-Python path: ~0.5 ms for 60 keys)."""
     from ..checkpoint import atomic_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path, durable=durable) as file:
-        file.write(json.dumps(data, indent=2, sort_keys=True).encode("utf-8"))
+        file.write(json.dumps(data, indent=indent, sort_keys=True).encode("utf-8"))
 
 
 class JsonlLogger(BaseLogger):
     """Append ``{"step", "epoch", "phase", "time", "metrics": {name: float}}`` lines to ``path``.
 
-    Each line is written with one ``write`` and flushed, so a crash loses at most the line in progress.
+    Lines go to the OS at most ``flush_every_s`` seconds apart (a write system call per line costs more
+    than the rest of logging it), before every checkpoint (the trainer calls ``flush``) and at ``close``:
+    a crash loses at most the last second of lines, and never one logged before the last checkpoint
+    (the resumed run logs the later steps again). ``flush_every_s=0`` flushes every line.
     The file is opened for appending: a resumed run continues it (the report keeps the latest value
     logged for a step). ``phase`` defaults to the prefix all names share (``"valid"``), else ``""``.
     Values that are not numbers (non-scalar tensors) are left out; NaN and infinities are written as
@@ -40,9 +44,11 @@ class JsonlLogger(BaseLogger):
     [(10, {'train/loss': 0.5, 'lr': 0.1})]
     """
 
-    def __init__(self, path: str | Path, enabled: bool | None = None) -> None:
+    def __init__(self, path: str | Path, enabled: bool | None = None, flush_every_s: float = 1.0) -> None:
         self.path = Path(path)
         self.enabled = is_main_process() if enabled is None else enabled
+        self.flush_every_s = flush_every_s
+        self._next_flush = 0.0  # the first line is flushed at once
         self._file = None
         if self.enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,13 +70,20 @@ class JsonlLogger(BaseLogger):
             "metrics": floats,
         }
         self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        now = time.monotonic()
+        if now >= self._next_flush:
+            self._file.flush()
+            self._next_flush = now + self.flush_every_s
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
 
     def log_hyperparams(self, params: Mapping[str, Any], final_metrics: Mapping[str, Any] | None = None) -> None:
         if self.enabled:
             data = {"params": flatten_params(params), "final_metrics": float_metrics(final_metrics or {})}
             # a summary of the run, written again by every fit: atomic, but not worth two fsyncs
-            write_json_atomic(self.path.parent / "hparams.json", data, durable=False)
+            write_json_atomic(self.path.parent / "hparams.json", data, durable=False, indent=None)
 
     def close(self) -> None:
         if self._file is not None:

@@ -78,6 +78,10 @@ class TensorBoardLogger(BaseLogger):
         if self.writer is not None:
             self.writer.add_figure(tag, figure, global_step=step, close=True)
 
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.flush()

@@ -44,15 +44,26 @@ def test_jsonl_round_trip(tmp_path):
     assert path.read_text().count("\n") == 3
 
 
-def test_jsonl_is_flushed_per_line_and_appends_on_resume(tmp_path):
+def test_jsonl_flushes_at_most_every_interval_on_flush_and_close_and_appends_on_resume(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    logger = JsonlLogger(path)
+    logger = JsonlLogger(path, flush_every_s=3600)
     logger.log_metrics({"train/loss": 1.0}, step=1)
-    assert len(read_metrics_jsonl(path)) == 1  # readable before close: flushed
+    assert len(read_metrics_jsonl(path)) == 1  # the first line goes out at once
+    logger.log_metrics({"train/loss": 0.9}, step=2)
+    assert len(read_metrics_jsonl(path)) == 1  # buffered: within the interval
+    logger.flush()
+    assert len(read_metrics_jsonl(path)) == 2
+    logger.close()
+    every_line = JsonlLogger(tmp_path / "each.jsonl", flush_every_s=0)
+    for step in (1, 2, 3):
+        every_line.log_metrics({"train/loss": 1.0}, step=step)
+        assert len(read_metrics_jsonl(tmp_path / "each.jsonl")) == step
+    every_line.close()
+    logger = JsonlLogger(path)
     logger.close()
     with JsonlLogger(path) as resumed:
-        resumed.log_metrics({"train/loss": 0.5}, step=2)
-    assert [r["step"] for r in read_metrics_jsonl(path)] == [1, 2]
+        resumed.log_metrics({"train/loss": 0.5}, step=3)
+    assert [r["step"] for r in read_metrics_jsonl(path)] == [1, 2, 3]
 
 
 def test_read_tolerates_a_truncated_last_line_only(tmp_path):
