@@ -42,29 +42,9 @@ def make_model() -> tuple[nn.Module, torch.optim.Optimizer]:
     return model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
 
 
-def hand_written(batches, epochs: int) -> float:
+def _hand_loop(loader, epochs: int) -> float:
     model, opt = make_model()
     start = time.perf_counter()
-    for _ in range(epochs):
-        total = torch.zeros(())
-        for step, (x, y) in enumerate(batches, 1):
-            loss = nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            total += loss.detach()
-            if step % 50 == 0:
-                print(f"step {step} loss={(total / step).item():.4f}")
-    return epochs * len(batches) / (time.perf_counter() - start)
-
-
-def hand_written_dataloader(batches, epochs: int) -> float:
-    from torch.utils.data import DataLoader
-
-    train, _ = load_digits_split(flatten=True)
-    loader = DataLoader(train, batch_size=64, shuffle=True)
-    model, opt = make_model()
-    start, steps = time.perf_counter(), 0
     for _ in range(epochs):
         total = torch.zeros(())
         for step, (x, y) in enumerate(loader, 1):
@@ -73,10 +53,20 @@ def hand_written_dataloader(batches, epochs: int) -> float:
             opt.step()
             opt.zero_grad(set_to_none=True)
             total += loss.detach()
-            steps += 1
             if step % 50 == 0:
                 print(f"step {step} loss={(total / step).item():.4f}")
-    return steps / (time.perf_counter() - start)
+    return epochs * len(loader) / (time.perf_counter() - start)
+
+
+def hand_written(batches, epochs: int) -> float:
+    return _hand_loop(batches, epochs)
+
+
+def hand_written_dataloader(batches, epochs: int) -> float:
+    from torch.utils.data import DataLoader
+
+    train, _ = load_digits_split(flatten=True)
+    return _hand_loop(DataLoader(train, batch_size=64, shuffle=True), epochs)
 
 
 def with_recipe(batches, epochs: int) -> float:
