@@ -71,8 +71,10 @@ def backward(loss: torch.Tensor) -> None:
     """
     if _ENGINE is not None and type(loss) is torch.Tensor and loss.requires_grad and loss.dim() == 0:
         grad = torch.ones_like(loss, memory_format=torch.preserve_format)
-        _ENGINE.run_backward((loss,), (grad,), False, False, (), True, True)  # keep_graph, create_graph, inputs,
-    else:  # allow_unreachable, accumulate_grad: what torch.autograd.backward passes
+        # the arguments torch.autograd.backward passes: retain_graph, create_graph, inputs,
+        # allow_unreachable, accumulate_grad
+        _ENGINE.run_backward((loss,), (grad,), False, False, (), True, True)
+    else:
         loss.backward()
 
 

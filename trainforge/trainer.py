@@ -769,9 +769,8 @@ class Trainer:
 
 
     def _accumulating(self) -> bool:
-        """True when this micro-batch's gradients are only summed (no optimizer step follows it)."""
-        if self.config.accumulate_grad_batches == 1:
-            return False
+        """True when this micro-batch's gradients are only summed (no optimizer step follows it); asked
+        only when accumulating over more than one batch."""
         state = self.recipe.state
         ends_epoch = state.epoch_step + 1 >= self._batches_per_epoch
         return self._optimizer_cb.pending + 1 < self.config.accumulate_grad_batches and not ends_epoch

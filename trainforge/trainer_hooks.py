@@ -61,7 +61,7 @@ class _NonFiniteGuard:
         self.skipped = 0
         self.scaler: Any = None
         self.every = 50
-        self._check_grads = device_type == "cpu"
+        self._check_grads = False  # decided at fit start, once the scaler is known
         self._first_bad: torch.Tensor | None = None  # device scalar: first bad step, 0 while none
         self._recent: dict[int, tuple[Any, torch.Tensor, dict[str, torch.Tensor] | None]] = {}
         self._found_inf = torch.zeros(1)
