@@ -11,7 +11,7 @@
   shuffle=True)`` — the fair comparison for it (both load and shuffle every epoch).
 
 Prints steps/s for each and the ratio to the hand-written loop.
-Run: ``python bench/overhead.py [--rounds 5] [--epochs 3]``.
+Run: ``python bench/overhead.py [--rounds 7] [--epochs 10]`` (the VM noise is a few percent between runs).
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def with_trainer_dataset(batches, epochs: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--epochs", type=int, default=10)  # ~230 steps a run: fixed costs amortized
     args = parser.parse_args()
     torch.set_num_threads(1)
