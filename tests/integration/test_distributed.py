@@ -11,13 +11,17 @@ from pathlib import Path
 SCRIPT = Path(__file__).parent / "scripts" / "train_ddp.py"
 
 
-def test_two_process_training_syncs_weights_and_metrics_and_writes_once(tmp_path):
-    run_dir, out = tmp_path / "run", tmp_path / "out"
-    out.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+def torchrun(run_dir: Path, out: Path, **env: str) -> subprocess.CompletedProcess:
+    out.mkdir(exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1", **env}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
                "--max-restarts=0", str(SCRIPT), str(run_dir), str(out)]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+
+
+def test_two_process_training_syncs_weights_and_metrics_and_writes_once(tmp_path):
+    run_dir, out = tmp_path / "run", tmp_path / "out"
+    result = torchrun(run_dir, out)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["world"] == 2
@@ -31,3 +35,14 @@ def test_two_process_training_syncs_weights_and_metrics_and_writes_once(tmp_path
     assert (run_dir / "metrics.jsonl").is_file() and (run_dir / "checkpoints" / "last" / "MANIFEST.json").is_file()
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == len(set(lines)), "a metrics line was written twice"
+
+
+def test_sigterm_on_one_rank_stops_every_rank_at_the_same_step_with_one_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    result = torchrun(run_dir, tmp_path / "out", SIGTERM_RANK="1", SIGTERM_AFTER_STEP="2")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, "the preempted job must not look finished"
+    # rank 1 alone got the signal after step 2; the ranks agree at the next logging step (5): both stop there
+    assert result.stdout.count("SIGTERM: stopped after step 5") == 2, output[-4000:]
+    manifest = json.loads((run_dir / "checkpoints" / "last" / "MANIFEST.json").read_text())
+    assert manifest["metadata"]["global_step"] == 5

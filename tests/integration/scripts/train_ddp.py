@@ -1,10 +1,13 @@
 """Two-process training under torchrun (gloo on CPU): the Trainer wraps DDP, shards the data, reduces
-metrics across ranks, and only rank 0 writes the run folder. Writes RANK's view to OUT/rank<R>.json."""
+metrics across ranks, and only rank 0 writes the run folder. Writes RANK's view to OUT/rank<R>.json.
+
+With ``SIGTERM_RANK=R SIGTERM_AFTER_STEP=K`` rank R alone gets SIGTERM after step K (a preempted node)."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 
 import torch
@@ -13,6 +16,15 @@ from torch.utils.data import Subset
 
 from trainforge import Trainer, TrainingConfig
 from trainforge.data import load_digits_split
+
+
+class SigtermAfter:
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_batch_end(self, state) -> None:
+        if state.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def main() -> int:
@@ -27,6 +39,8 @@ def main() -> int:
         metrics=["Accuracy"], log_every_n_steps=5,
     )
     trainer = Trainer(model, config, train_data=Subset(train, range(256)), valid_data=Subset(valid, range(101)))
+    if os.environ.get("SIGTERM_RANK") == os.environ["RANK"]:
+        trainer.add_callback(SigtermAfter(int(os.environ["SIGTERM_AFTER_STEP"])))
     state = trainer.fit()
     rank = int(os.environ["RANK"])
     weights = [p.detach().flatten()[:4].tolist() for p in trainer.model.parameters()]
