@@ -222,7 +222,7 @@ class _Preemption:
             self.trainer.recipe.state.should_stop = True
 
     def on_fit_start(self, state: State) -> None:
-        if self.stopping:  # a signal during setup: ``run`` has just cleared should_stop
+        if self.stopping:  # a signal after the handler was installed, before ``run`` cleared should_stop
             state.should_stop = True
 
     def on_batch_end(self, state: State) -> None:
