@@ -80,8 +80,11 @@ class _SampleSeeded(Dataset):
         return self.__getitems__([key])[0]
 
     def _gather(self, indices: list[int]) -> _Collated:
+        return _Collated(self.gather(torch.tensor(indices, dtype=torch.int64)))
+
+    def gather(self, positions: torch.Tensor) -> dict[str, Any]:
+        """The batch of in-memory tensor data at ``positions`` (indices into the wrapped dataset)."""
         tensors, mapping = self.tensors
-        positions = torch.tensor(indices, dtype=torch.int64)
         rows = positions if mapping is None else mapping[positions]
         columns = [t[rows] for t in tensors]
         batch = {"input": columns[0]}
@@ -90,7 +93,7 @@ class _SampleSeeded(Dataset):
         for extra, column in enumerate(columns[2:], start=2):
             batch[f"field{extra}"] = column
         batch["index"] = positions
-        return _Collated(batch)
+        return batch
 
     def __getitems__(self, keys: list[tuple[int, int]]) -> list[Any]:
         """The DataLoader fetches a whole batch here: the RNG state is saved and restored once per batch."""
@@ -180,8 +183,13 @@ class ResumableLoader:
         self.world_size = world_size
         self.pad_to_equal = pad_to_equal
         self._epoch_batches: list[list[tuple[int, int]]] = []
+        source = _SampleSeeded(dataset, seed, seeded_samples)
+        # in-memory tensors in this process: batches are slices of the epoch order, gathered directly
+        # (the DataLoader machinery would cost more than the gather); the batches are the same
+        self._direct = source if (source.tensors is not None and num_workers == 0 and not pin_memory
+                                  and collate_fn is collate_indexed) else None
         self._loader = DataLoader(
-            _SampleSeeded(dataset, seed, seeded_samples),
+            source,
             batch_sampler=_ListBatchSampler(self),
             num_workers=num_workers,
             pin_memory=pin_memory,
@@ -216,8 +224,18 @@ class ResumableLoader:
         return len(self.batches(0))
 
     def iter_epoch(self, epoch: int, start: int = 0) -> Iterator[dict[str, Any]]:
+        if self._direct is not None:
+            return self._iter_direct(epoch, start)
         self._epoch_batches = [[(epoch, i) for i in batch] for batch in self.batches(epoch)[start:]]
         return iter(self._loader)
+
+    def _iter_direct(self, epoch: int, start: int) -> Iterator[dict[str, Any]]:
+        """``iter_epoch`` for in-memory tensors: the same batches as ``batches(epoch)[start:]``."""
+        order, size = self.indices(epoch), self.batch_size
+        count = len(order) // size if self.drop_last else -(-len(order) // size)
+        positions = torch.tensor(order, dtype=torch.int64)
+        for number in range(start, count):
+            yield self._direct.gather(positions[number * size : (number + 1) * size])
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return self.iter_epoch(0, 0)

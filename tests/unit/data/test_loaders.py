@@ -95,3 +95,22 @@ def test_drop_last_and_collate_shapes():
     batch = collate_indexed([(7, (torch.ones(2), 1)), (8, (torch.zeros(2), 0))])
     assert batch["input"].shape == (2, 2) and batch["target"].tolist() == [1, 0] and batch["index"].tolist() == [7, 8]
     assert sample_seed(0, 1, 2) != sample_seed(0, 2, 1)
+
+
+def test_in_memory_tensors_are_sliced_directly_into_the_same_batches_as_through_workers():
+    from torch.utils.data import Subset
+
+    base = TensorDataset(torch.randn(50, 3), torch.arange(50), torch.arange(50) * 2)
+    for dataset in (base, Subset(Subset(base, list(range(49, 2, -1))), [*range(0, 40, 2), 41])):
+        for drop_last in (False, True):
+            kwargs = dict(batch_size=4, shuffle=True, seed=3, drop_last=drop_last)
+            direct = ResumableLoader(dataset, **kwargs)
+            through_workers = ResumableLoader(dataset, **kwargs, num_workers=2)
+            assert direct._direct is not None and through_workers._direct is None
+            for epoch, start in ((0, 0), (1, 0), (2, 3)):
+                got = list(direct.iter_epoch(epoch, start))
+                want = list(through_workers.iter_epoch(epoch, start))
+                assert len(got) == len(want) == len(direct) - start
+                for a, b in zip(got, want):
+                    assert a.keys() == b.keys() == {"input", "target", "field2", "index"}
+                    assert all(torch.equal(a[k], b[k]) for k in a)
