@@ -214,11 +214,12 @@ class ResumableLoader:
         return order
 
     def batches(self, epoch: int) -> list[list[int]]:
-        order = self.indices(epoch)
-        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
-            batches.pop()
-        return batches
+        order, size = self.indices(epoch), self.batch_size
+        return [order[number * size : (number + 1) * size] for number in range(self._batch_count(len(order)))]
+
+    def _batch_count(self, samples: int) -> int:
+        """Batches in an epoch of ``samples``: a short last batch counts unless ``drop_last``."""
+        return samples // self.batch_size if self.drop_last else -(-samples // self.batch_size)
 
     def __len__(self) -> int:
         return len(self.batches(0))
@@ -232,9 +233,8 @@ class ResumableLoader:
     def _iter_direct(self, epoch: int, start: int) -> Iterator[dict[str, Any]]:
         """``iter_epoch`` for in-memory tensors: the same batches as ``batches(epoch)[start:]``."""
         order, size = self.indices(epoch), self.batch_size
-        count = len(order) // size if self.drop_last else -(-len(order) // size)
         positions = torch.tensor(order, dtype=torch.int64)
-        for number in range(start, count):
+        for number in range(start, self._batch_count(len(order))):
             yield self._direct.gather(positions[number * size : (number + 1) * size])
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
