@@ -156,7 +156,9 @@ def _albumentations(fn: Any, image: torch.Tensor, **targets: Any) -> dict[str, A
     """Apply an albumentations callable (``augment`` or ``transform``) to a CHW tensor image."""
     result = fn(image=image.permute(1, 2, 0).numpy(), **targets)
     out = result["image"]
-    result["image"] = out if isinstance(out, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1)
+    if not isinstance(out, torch.Tensor):  # HWC numpy back to a CHW tensor (ToTensorV2 does it itself)
+        out = torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1)
+    result["image"] = out
     return result
 
 

@@ -127,12 +127,36 @@ def small_resnet(
     return _finish(_StagedBackbone(stages, channels, features_only), "small_resnet", pretrained, weights)
 
 
+def small_cnn_classifier(
+    in_channels: int = 3, num_classes: int = 10, width: int = 64, dropout: float = 0.1, features_only: bool = False,
+    pretrained: bool = False, weights: str | None = None,
+) -> nn.Module:
+    """trainforge's ``SmallCNN`` classifier whole (conv blocks, pooling and a linear layer): a backbone
+    that needs no pooling or head and takes ``num_classes`` itself.
+
+    >>> small_cnn_classifier(in_channels=1, num_classes=4)(torch.zeros(2, 1, 8, 8)).shape
+    torch.Size([2, 4])
+    """
+    from .small import SmallCNN
+
+    if features_only:
+        raise ConfigError("backbone 'SmallCNN' is a complete classifier and gives no stages for a neck; use "
+                          "backbone 'small_cnn' or 'small_resnet' with a neck")
+    model = SmallCNN(in_channels=in_channels, num_classes=num_classes, width=width, dropout=dropout)
+    model.out_channels, model.output_kind = num_classes, "vector"
+    model.out_channels_list, model.reductions, model.num_classes = [num_classes], [], num_classes
+    return _finish(model, "SmallCNN", pretrained, weights)
+
+
+small_cnn_classifier.takes_num_classes = True  # build_model passes num_classes to it
 registry("backbones").register(small_cnn, help="trainforge's plain CNN (conv-BN-ReLU stages)")
+registry("backbones").register(small_cnn_classifier, name="SmallCNN",
+                               help="trainforge's SmallCNN classifier whole (needs no pooling or head)")
 registry("backbones").register(small_resnet, help="trainforge's small ResNet (residual stages)")
 
 
 # -- pretrained weights from local files --------------------------------------------------------------
-def _finish(backbone: Backbone, name: str, pretrained: bool, weights: str | os.PathLike[str] | None) -> Backbone:
+def _finish(backbone: nn.Module, name: str, pretrained: bool, weights: str | os.PathLike[str] | None) -> Any:
     if weights is not None:
         load_backbone_weights(backbone, weights, name)
     elif pretrained:

@@ -55,7 +55,7 @@ class ComposedModel(nn.Module):
         self.output_kind: str = getattr(last, "output_kind", "map")
         self.takes_target: bool = bool(getattr(head, "takes_target", False))
         self.multilabel: bool = bool(getattr(head, "multilabel", False))
-        self.num_classes: int | None = getattr(head, "num_classes", None)
+        self.num_classes: int | None = getattr(head if head is not None else last, "num_classes", None)
 
     def forward_features(self, x: torch.Tensor) -> Any:
         """What the head gets: pooled vectors (embeddings), a map or a list of maps."""
@@ -159,6 +159,8 @@ def build_model(
     neck_class = registry("necks").get(neck_name) if neck_name is not None else None
     if neck_class is not None and getattr(neck_class, "input_kind", "map") == "features":
         params.setdefault("features_only", True)
+    if getattr(registry("backbones").get(backbone_name), "takes_num_classes", False) and num_classes is not None:
+        params.setdefault("num_classes", num_classes)  # a whole classifier as the backbone (SmallCNN)
     backbone = build_backbone(backbone_name, in_channels=channels, **params)
     previous, previous_name = backbone, backbone_name
     parts: dict[str, nn.Module | None] = {"neck": None, "pooling": None, "head": None}

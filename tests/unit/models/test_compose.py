@@ -171,3 +171,12 @@ def test_margin_heads_use_the_target_only_while_training():
     assert torch.allclose(model(x, target), model(x))
     parts = model(x, return_embeddings=True)
     assert parts["embeddings"].shape == (4, 8) and parts["prediction"].shape == (4, 3)
+
+
+def test_smallcnn_is_a_whole_classifier_backbone():
+    model = build_model("SmallCNN", num_classes=4, in_channels=1)
+    assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 4) and model.num_classes == 4
+    with pytest.raises(ConfigError, match="Pooling cannot follow SmallCNN"):
+        build_model("SmallCNN", pooling_name="Pooling", num_classes=4)
+    with pytest.raises(ConfigError, match="complete classifier"):
+        build_model("SmallCNN", neck_name="FPN")
