@@ -29,10 +29,18 @@ class Task(Trainer):
     default_loss: ClassVar[str] = "CrossEntropyLoss"
     default_loss_params: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, model: nn.Module, config: TrainingConfig | Mapping[str, Any] | None = None,
-                 **trainer_args: Any) -> None:
-        config = self._with_task_defaults(model, _as_config(config), trainer_args.get("criterion"))
-        super().__init__(model, config, **trainer_args)
+    def __init__(self, model: nn.Module, *args: Any, config: TrainingConfig | Mapping[str, Any] | None = None,
+                 callbacks: Any = None, **trainer_args: Any) -> None:
+        """The Trainer's call styles (ours, Kornia's positional order, the seeds' keyword names)."""
+        from ..trainer_args import KORNIA_ORDER, resolve_trainer_args
+
+        given = {name: trainer_args.pop(name, None) for name in KORNIA_ORDER}
+        given["config"] = config
+        resolved = resolve_trainer_args(args, given, trainer_args)
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        resolved["config"] = self._with_task_defaults(model, _as_config(resolved["config"]), resolved["criterion"])
+        super().__init__(model, callbacks=callbacks, **resolved)
 
     def task_metrics(self, model: nn.Module) -> list[Any]:
         """The metric specs this task reports by default (``TrainingConfig.metrics`` entries)."""

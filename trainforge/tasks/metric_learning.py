@@ -5,7 +5,7 @@ validation set (``RetrievalMetrics``), typically on classes held out of training
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -13,7 +13,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..registry import registry
-from ..training_config import TrainingConfig
+from ..training_config import TrainingConfig  # noqa: F401  (the docstring examples use it)
 from .base import Task
 
 _RETRIEVAL_INPUTS = {"embeddings": "embeddings", "target": "target", "is_query": "is_query",
@@ -34,8 +34,7 @@ class MetricLearningTask(Task):
     def __init__(
         self,
         model: nn.Module,
-        config: TrainingConfig | Mapping[str, Any] | None = None,
-        *,
+        *args: Any,
         top_k: int | Sequence[int] = (1, 5),
         normalize: bool = True,
         knn_backend: str = "auto",
@@ -45,7 +44,7 @@ class MetricLearningTask(Task):
         self.top_k, self.normalize, self.knn_backend = top_k, normalize, knn_backend
         self.compute_loss_on_valid = compute_loss_on_valid
         self._composed = hasattr(model, "forward_features") and hasattr(model, "takes_target")
-        super().__init__(model, config, **trainer_args)
+        super().__init__(model, *args, **trainer_args)
 
     def task_metrics(self, model: nn.Module) -> list[Any]:
         params = {"top_k": list(self.top_k) if not isinstance(self.top_k, int) else self.top_k,
@@ -141,12 +140,11 @@ class MarginLearnTask(MetricLearningTask):
 
     default_loss: ClassVar[str] = "CrossEntropyLoss"
 
-    def __init__(self, model: nn.Module, config: TrainingConfig | Mapping[str, Any] | None = None, *,
-                 compute_loss_on_valid: bool = False, **task_args: Any) -> None:
+    def __init__(self, model: nn.Module, *args: Any, compute_loss_on_valid: bool = False, **task_args: Any) -> None:
         if not getattr(model, "takes_target", False):
             raise ConfigError("MarginLearnTask needs a composed model with a margin head (head_name='ArcFaceHead' "
                               "or 'CosFaceHead'); for an embedding head use TripletLearnTask or PairwiseLearnTask")
-        super().__init__(model, config, compute_loss_on_valid=compute_loss_on_valid, **task_args)
+        super().__init__(model, *args, compute_loss_on_valid=compute_loss_on_valid, **task_args)
 
     def compute_loss(self, outputs: dict[str, Any], batch: dict[str, Any]) -> torch.Tensor:
         if self._plain_criterion():
