@@ -72,8 +72,10 @@ def _construct(where: str, make: Any) -> Any:
         return make()
     except ConfigError as error:
         raise ConfigError(f"{where}: {error}") from None
-    except (TypeError, ValueError) as error:  # e.g. patience='3': a comparison of str with int
-        raise ConfigError(f"{where}: a value has the wrong type or range ({error})") from None
+    except TypeError as error:  # e.g. patience='3': a comparison of str with int
+        raise ConfigError(f"{where}: a value has the wrong type ({error})") from None
+    except ValueError as error:
+        raise ConfigError(f"{where}: {error}") from None
 
 
 def check_filename_template(template: Any) -> None:
@@ -182,7 +184,11 @@ def _check_scheduler(config: TrainingConfig) -> None:
 
 
 def _check_metrics(metrics: Any) -> list[Any]:
-    from .metrics.build import find_metric_class
+    """Each metric built once with its params (torchmetrics checks them in ``__init__``); the number of
+    classes comes from the model's output at training time, so a large stand-in is used here."""
+    import warnings
+
+    from .metrics.build import find_metric_class, resolve_params
     from .metrics.manager import MetricSpec
 
     if isinstance(metrics, (str, Mapping)):
@@ -192,6 +198,10 @@ def _check_metrics(metrics: Any) -> list[Any]:
         spec = MetricSpec.parse({"name": spec} if isinstance(spec, str) else spec, index)
         cls = find_metric_class(spec.name)
         check_params(cls, spec.params, f"metrics[{index}].params")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. a top_k clamped to the stand-in class count
+            _construct(f"metrics[{index}] ({spec.name})",
+                       lambda cls=cls, params=spec.params: cls(**resolve_params(cls, params, 1000)))
         specs.append(spec)
     return specs
 
@@ -241,7 +251,8 @@ def check_trainer_setup(trainer: Any) -> None:
         criterion_given=trainer.criterion is not None,
         optimizer_given=trainer.optimizer is not None,
         scheduler_given=trainer.scheduler is not None,
-        check_monitors=not customized,  # callbacks and replaced stages may log names of their own
+        # callbacks and replaced stages may log names of their own; evaluate/predict alone monitor nothing
+        check_monitors=not customized and trainer.train_data is not None,
     )
     _check_data(trainer)
 

@@ -142,6 +142,9 @@ def test_names_of_components_are_checked_at_setup(tmp_path, small):
         ({"metrics": ["Acuracy"]}, "unknown metric 'Acuracy'. Close matches: Accuracy"),
         ({"scheduler": "cosin"}, "unknown scheduler 'cosin'. Close matches: cosine"),
         ({"optimizer": "SGD", "optimizer_params": {"momentun": 0.9}}, r"'momentun' \(did you mean 'momentum'\?\)"),
+        ({"metrics": [{"name": "F1Score", "params": {"averag": "macro"}}]},
+         r"metrics\[0\] \(F1Score\): Unexpected keyword arguments: `averag`"),
+        ({"loss_params": {"label_smoothin": 0.1}}, r"unexpected argument\(s\) \['label_smoothin'\]"),
     ):
         with pytest.raises((ConfigError, KeyError), match=expected):
             Trainer(mlp(), cfg(tmp_path, **overrides), train_data=small[0]).setup()
