@@ -694,7 +694,9 @@ class Trainer:
         self._eval_recipe.callbacks.add(_EvalBatchEvents(self))
 
         self.recipe = recipe = Recipe(
-            _weak_method(self, "train_step"), self.train_loader if self.train_loader is not None else [], batch_size_fn=_batch_size
+            _weak_method(self, "train_step"),
+            self.train_loader if self.train_loader is not None else [],
+            batch_size_fn=_batch_size,
         )
         self._batches_per_epoch = len(self.train_loader) if self.train_loader is not None else 0
         # batches come from our loaders on the host; moving them is only needed for an accelerator

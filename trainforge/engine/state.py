@@ -38,6 +38,7 @@ class State:
     """
 
     __slots__ = (
+        "_owner",
         "batch",
         "batch_size",
         "epoch",
@@ -49,7 +50,6 @@ class State:
         "max_epochs",
         "metrics",
         "outputs",
-        "_owner",
         "samples",
         "should_stop",
     )
