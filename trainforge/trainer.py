@@ -11,8 +11,8 @@ import json
 import os
 import platform
 import sys
-import types
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -69,7 +69,34 @@ def _bind(owner: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
         params = list(inspect.signature(fn).parameters)
     except (TypeError, ValueError):
         return fn
-    return types.MethodType(fn, owner) if params and params[0] == "self" else fn
+    return _WeakBound(fn, owner) if params and params[0] == "self" else fn
+
+
+class _WeakBound:
+    """``fn`` bound to ``owner`` through a weak reference: stored on the owner, a bound method would put
+    the owner in a reference cycle with itself (freed only by a full garbage collection)."""
+
+    __slots__ = ("__wrapped__", "_owner")
+
+    def __init__(self, fn: Callable[..., Any], owner: Any) -> None:
+        self.__wrapped__ = fn
+        self._owner = weakref.ref(owner)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__wrapped__(self._owner(), *args, **kwargs)
+
+
+def _weak_method(owner: Any, name: str) -> Callable[..., Any]:
+    """``getattr(owner, name)`` called through a weak reference (for what ``owner`` itself holds: its
+    recipes' step functions, the checkpoint's state function), looked up at each call so a stage
+    assigned on the instance later is the one run."""
+    ref = weakref.ref(owner)
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(ref(), name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    return call
 
 
 class Trainer:
@@ -806,19 +833,21 @@ class Trainer:
         cfg = self.config
         self._eval_phase, self._eval_loader_name = "VALID", None
         self._last_non_scalars: dict[str, Any] = {}
-        self._eval_recipe = Recipe(self.evaluate_step, [])
+        self._eval_recipe = Recipe(_weak_method(self, "evaluate_step"), [])
         self._eval_recipe.device = None if self.runtime.device.type == "cpu" else self.runtime.device
         self._eval_loss_avg = EpochMetricAvg("loss", post_each_batch=False, weight="num_samples")
         self._eval_recipe.callbacks.add(self._eval_loss_avg)
         self._eval_recipe.callbacks.add(_EvalBatchEvents(self))
 
         self.recipe = recipe = Recipe(
-            self.train_step, self.train_loader if self.train_loader is not None else [], batch_size_fn=_batch_size
+            _weak_method(self, "train_step"),
+            self.train_loader if self.train_loader is not None else [],
+            batch_size_fn=_batch_size,
         )
         self._batches_per_epoch = len(self.train_loader) if self.train_loader is not None else 0
         # batches come from our loaders on the host; moving them is only needed for an accelerator
         recipe.device = None if self.runtime.device.type == "cpu" else self.runtime.device
-        recipe.state.extra["save_state"] = self._checkpoint_state
+        recipe.state.extra["save_state"] = _weak_method(self, "_checkpoint_state")
         recipe.register("model", self.model)
         self._guard = _NonFiniteGuard(cfg.non_finite, self.runtime.device.type)
         if self.train_loader is not None:
