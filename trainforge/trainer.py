@@ -194,6 +194,7 @@ class Trainer:
         stages.preprocess = replaced("preprocess")
         stages.augmentations = replaced("augmentations")
         stages.on_before_model = replaced("on_before_model") or self.config.channels_last
+        stages.run_model = replaced("run_model")
         stages.compute_metrics = (
             replaced("compute_metrics") or bool(self.config.metrics) or self.metrics_manager is not None
         )
@@ -374,13 +375,18 @@ class Trainer:
         if stages.on_before_model:
             x = self.on_before_model(x)
         if self.runtime.autocast_dtype is None:
-            output = self._model_fn(x)
+            output = self.run_model(x, batch) if stages.run_model else self._model_fn(x)
         else:
             with self.runtime.autocast():
-                output = self._model_fn(x)
+                output = self.run_model(x, batch) if stages.run_model else self._model_fn(x)
         if isinstance(output, torch.Tensor):  # the common case first: an ABC isinstance costs a microsecond
             return {"output": output}
         return dict(output) if isinstance(output, Mapping) else {"output": output}
+
+    def run_model(self, x: Any, batch: dict[str, Any]) -> Any:
+        """The model call itself, ``model(x)``; a task whose model needs more of the batch (a margin head
+        reads the target, a detector the boxes) overrides it. Called under autocast."""
+        return self._model_fn(x)
 
     def compute_loss(self, outputs: dict[str, Any], batch: dict[str, Any]) -> torch.Tensor:
         """The loss of a batch; ``criterion(outputs["output"], batch["target"])`` by default.
@@ -1224,7 +1230,7 @@ def _batch_size(batch: dict[str, Any]) -> int:
 class _ActiveStages:
     """The optional stages ``Trainer.forward`` and ``train_step`` call (see ``Trainer._resolve_stages``)."""
 
-    __slots__ = ("augmentations", "compute_metrics", "on_before_model", "preprocess")
+    __slots__ = ("augmentations", "compute_metrics", "on_before_model", "preprocess", "run_model")
 
 
 class _DictBatches:
