@@ -55,8 +55,6 @@ def check_callback_options(config: TrainingConfig) -> None:
             )
         check_params(ModelCheckpoint, options, "checkpoint")
         _construct("checkpoint", lambda: ModelCheckpoint("checkpoints", **options))
-        if "filename" in options:
-            check_filename_template(options["filename"])
     if config.early_stopping:
         options = dict(config.early_stopping)
         check_params(EarlyStopping, options, "early_stopping")
@@ -80,7 +78,7 @@ def _construct(where: str, make: Any) -> Any:
 
 def check_filename_template(template: Any) -> None:
     """A checkpoint ``filename`` must be a ``str.format`` template of ``{epoch}``, ``{step}`` and
-    ``{score}`` that names one folder inside the checkpoints folder.
+    ``{score}``; an unknown placeholder gets the close match.
 
     >>> check_filename_template("ep{epoch:02d}-{score:.3f}")
     >>> check_filename_template("ep{epoch}-{stepp}")  # doctest: +ELLIPSIS
@@ -104,14 +102,10 @@ def check_filename_template(template: Any) -> None:
                 f"{where} has a placeholder {{{name}}}{hint} Placeholders: {{epoch}}, {{step}}, {{score}}"
             )
     try:
-        folder = template.format(**FILENAME_FIELDS)
+        template.format(**FILENAME_FIELDS)
     except (ValueError, TypeError, IndexError, KeyError, AttributeError) as error:
         raise ConfigError(f"{where} cannot be filled: {error}") from None
-    if "/" in folder or "\\" in folder or folder in (".", "..", "last") or folder.startswith("."):
-        raise ConfigError(
-            f"{where} gives the folder name {folder!r}; a checkpoint name must be one plain folder name inside "
-            "the checkpoints folder (no '/', not 'last', not starting with '.')"
-        )
+    # that the name is one plain folder name is trainforge.run_folder.check_name_template's rule
 
 
 def check_config(

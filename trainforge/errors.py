@@ -49,3 +49,8 @@ class NonFiniteLossError(TrainforgeError, FloatingPointError):
 
 class CorruptImageError(TrainforgeError, OSError):
     """An image file could not be decoded; names the exact path and the reason."""
+
+
+class RunFolderError(TrainforgeError, FileExistsError):
+    """A run folder is in use by another run, or holds another run's files, or has a link planted among
+    its entries; names the folder and how to proceed (resume, ``overwrite``, another ``output_dir``)."""

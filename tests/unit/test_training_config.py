@@ -73,8 +73,8 @@ def test_nested_keys_are_checked_against_the_callbacks(tmp_path):
         ("ep{epoch}-{stepp}", r"placeholder \{stepp\}; did you mean \{step\}\?"),
         ("ep{epoch:03q}", "cannot be filled"),
         ("ep{epoch", "is not a valid template"),
-        ("../ep{epoch}", "one plain folder name"),
-        ("last", "one plain folder name"),
+        ("../ep{epoch}", "holds a path separator"),
+        ("last", "a name trainforge keeps for itself"),
     ],
 )
 def test_checkpoint_file_name_templates_are_checked_at_construction(template, expected):
