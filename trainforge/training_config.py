@@ -124,6 +124,9 @@ class TrainingConfig:
     def validate(self) -> None:
         """Check types, choices and ranges; raise ``ConfigError`` naming the key."""
         hints = typing.get_type_hints(type(self))
+        ours = _PRECISION_SPELLINGS.get(str(self.precision).lower())
+        if ours is not None and self.precision != ours:
+            raise ConfigError(f"precision={self.precision!r} is another framework's spelling; use {ours!r}")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             _check_type(f.name, value, hints[f.name])
@@ -313,6 +316,10 @@ FOREIGN_KEYS: dict[str, tuple[str | None, str, str | None]] = {
     "workers": ("num_workers", "timm's", None),
     "warmup_epochs": ("warmup_steps", "timm's", "use warmup_steps (optimizer steps) or warmup_ratio"),
 }
+
+#: Lightning's and timm's precision spellings, with ours.
+_PRECISION_SPELLINGS = {"16": "16-mixed", "fp16": "16-mixed", "16-true": "16-mixed", "amp": "16-mixed",
+                        "bf16": "bf16-mixed", "bf16-true": "bf16-mixed", "32-true": "32", "fp32": "32", "32": "32"}
 
 #: Towhee's YAML sections (``TrainingConfig.save_to_yaml`` writes its settings under these).
 TOWHEE_SECTIONS = ("train", "learning", "callback", "device", "logging", "metrics")

@@ -100,6 +100,14 @@ def test_out_of_range_settings(key, value, expected):
         TrainingConfig(**{key: value})
 
 
+@pytest.mark.parametrize(
+    ("value", "ours"), [(16, "16-mixed"), ("bf16", "bf16-mixed"), (32, "32"), ("16-true", "16-mixed")]
+)
+def test_lightning_precision_spellings_point_to_ours(value, ours):
+    with pytest.raises(ConfigError, match=rf"precision={value!r} is another framework's spelling; use '{ours}'"):
+        TrainingConfig(precision=value)
+
+
 def test_lr_zero_and_the_edges_of_ranges_are_allowed():
     assert TrainingConfig(lr=0.0).lr == 0.0  # torch allows it (a frozen run, a probe)
     assert TrainingConfig(seed=0).seed == 0 and TrainingConfig(seed=2**63 - 1).seed == 2**63 - 1
