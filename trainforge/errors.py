@@ -49,3 +49,8 @@ class NonFiniteLossError(TrainforgeError, FloatingPointError):
 
 class CorruptImageError(TrainforgeError, OSError):
     """An image file could not be decoded; names the exact path and the reason."""
+
+
+class DatasetError(TrainforgeError, ValueError):
+    """A data set's files or annotation are wrong (missing files, bad labels, duplicates, size mismatches);
+    the message lists every problem found, each naming its file or row."""

@@ -727,6 +727,10 @@ class Trainer:
             self.loggers.append(TensorBoardLogger(self.run_dir / "tensorboard", enabled=main))
         # a Logger passed in callbacks (MLflowLogger, VisdomLogger, your own) gets the same calls
         self.loggers += [c for c in self.callbacks if _is_logger(c) and not any(c is x for x in self.loggers)]
+        if getattr(self.train_loader, "tracks_skips", False):  # on_bad_file="skip": counts into the logs
+            from .data.loaders import SkippedFilesLog
+
+            callbacks.append(SkippedFilesLog(self.train_loader, self.run_dir if main else None))
         callbacks.append(_LogWriter(self))
         if cfg.print_steps is not None:
             callbacks.append(ConsoleLogger(print_steps=cfg.print_steps, enabled=main))
