@@ -41,6 +41,51 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .config.hydra_cli import locate, run_command
+
+    source = locate(args.config, args.config_path or args.config_dir, args.config_name)
+    results = run_command(args.command, source, args.overrides, multirun=args.multirun, objective=args.objective)
+    failed = [r for r in results if r.error]
+    return 1 if failed and len(failed) == len(results) else 0
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    from .registry import CATALOGUE, get_registry
+
+    if args.registry is None:
+        for name, (_, description) in CATALOGUE.items():
+            print(f"{name:<14} {len(get_registry(name).list()):>5}  {description}")
+        return 0
+    found = get_registry(args.registry)
+    names = found.list(args.pattern)
+    if not names:
+        print(f"{args.registry}: nothing matches {args.pattern!r}", file=sys.stderr)
+        return 1
+    width = min(40, max(len(n) for n in names))
+    for name in names:
+        try:
+            help_line = found.help(name)
+        except Exception as error:  # one broken library entry must not hide the others
+            help_line = f"(help unavailable: {type(error).__name__})"
+        print(f"{name:<{width}}  {help_line}")
+    return 0
+
+
+def _add_run_parser(commands: argparse._SubParsersAction, name: str, help: str) -> None:
+    run = commands.add_parser(name, help=help, description=help + ". Overrides use Hydra's syntax: key=value, "
+                              "+new_key=value, ~key, and with --multirun key=a,b,c or hydra/sweeper=optuna.")
+    run.add_argument("--config", metavar="FILE", help="the experiment YAML file")
+    run.add_argument("-cp", "--config-path", metavar="DIR", help="folder of the experiment configs")
+    run.add_argument("-cn", "--config-name", metavar="NAME", help="experiment name in that folder (without .yaml)")
+    run.add_argument("-cd", "--config-dir", metavar="DIR", help="same as --config-path")
+    run.add_argument("-m", "--multirun", action="store_true", help="sweep over comma-separated values (Hydra)")
+    run.add_argument("--objective", metavar="METRIC", default=None,
+                     help="metric a sweep compares runs by (default: ModelCheckpoint's monitor, else valid/loss)")
+    run.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Hydra overrides, e.g. trainer.max_epochs=1")
+    run.set_defaults(func=_cmd_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trainforge",
@@ -60,6 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     check = config_actions.add_parser("check", help="validate a TrainingConfig YAML file and print it resolved")
     check.add_argument("path")
     config.set_defaults(func=_cmd_config)
+
+    _add_run_parser(commands, "train", "train the experiment of one YAML file")
+    _add_run_parser(commands, "test", "evaluate a trained experiment on its data.TEST sets")
+    _add_run_parser(commands, "predict", "predict on an experiment's data.PREDICT sets")
+    ls = commands.add_parser("ls", help="list registered components with one line of help each")
+    ls.add_argument("registry", nargs="?", default=None, help="losses, optimizers, backbones, ... (none: all)")
+    ls.add_argument("pattern", nargs="?", default=None, help="shell pattern, e.g. '*Loss' or 'resnet*'")
+    ls.set_defaults(func=_cmd_ls)
 
     report = commands.add_parser(
         "report", help="(re)build RUN_DIR/report/index.html from a run folder (also written at the end of fit)"

@@ -52,30 +52,15 @@ def resolve_device(device: str | None) -> torch.device:
     return resolved
 
 
-#: autograd's engine: for a plain scalar tensor ``loss.backward()`` is one call to it behind several
-#: microseconds of Python argument handling; None if a torch release moves it (then ``loss.backward()``)
-_ENGINE = getattr(getattr(torch.autograd, "Variable", None), "_execution_engine", None)
-
-
 def backward(loss: torch.Tensor) -> None:
-    """``loss.backward()``, without its Python argument handling for the common case.
-
-    A plain tensor with no dimensions that requires grad goes straight to autograd's engine with the
-    implicit gradient ``ones_like(loss)`` that ``backward()`` would make; anything else (a tensor
-    subclass, a non-scalar, a tensor without a graph) takes ``loss.backward()`` and its checks and errors.
+    """``loss.backward()``: the one place the Trainer's hot path runs autograd (public API only).
 
     >>> w = torch.ones(2, requires_grad=True)
     >>> backward((w * 3).sum())
     >>> w.grad
     tensor([3., 3.])
     """
-    if _ENGINE is not None and type(loss) is torch.Tensor and loss.requires_grad and loss.dim() == 0:
-        grad = torch.ones_like(loss, memory_format=torch.preserve_format)
-        # the arguments torch.autograd.backward passes: retain_graph, create_graph, inputs,
-        # allow_unreachable, accumulate_grad
-        _ENGINE.run_backward((loss,), (grad,), False, False, (), True, True)
-    else:
-        loss.backward()
+    loss.backward()
 
 
 def seed_everything(seed: int) -> None:

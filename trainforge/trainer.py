@@ -105,17 +105,28 @@ class Trainer:
     def __init__(
         self,
         model: nn.Module,
+        *args: Any,
         config: TrainingConfig | Mapping[str, Any] | None = None,
-        *,
         train_data: Dataset | DataLoader | None = None,
         valid_data: Dataset | DataLoader | Mapping[str, Dataset | DataLoader] | None = None,
         criterion: Callable[..., torch.Tensor] | None = None,
         optimizer: torch.optim.Optimizer | None = None,
         scheduler: Any = None,
         callbacks: Mapping[str, Any] | Iterable[Any] | None = None,
+        **seed_names: Any,
     ) -> None:
+        """Three call styles, told apart by what follows the model (see ``trainforge.trainer_args``):
+        ``Trainer(model, config, train_data=..., valid_data=...)`` (ours; Towhee's with
+        ``train_dataset=``/``eval_dataset=``), and Kornia's ``Trainer(model, train_dataloader,
+        valid_dataloader, criterion, optimizer, scheduler, config)`` (positional or by keyword)."""
+        from .trainer_args import resolve_trainer_args
+
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        given = {"config": config, "train_data": train_data, "valid_data": valid_data, "criterion": criterion,
+                 "optimizer": optimizer, "scheduler": scheduler}
+        args_ = resolve_trainer_args(args, given, seed_names)
+        config = args_["config"]
         if config is None:
             config = TrainingConfig()
         elif isinstance(config, Mapping):
@@ -124,11 +135,11 @@ class Trainer:
             raise TypeError(f"config must be a TrainingConfig or a dict, got {type(config).__name__}")
         self.config = config
         self.model = model
-        self.train_data = train_data
-        self.valid_data = valid_data
-        self.criterion = criterion
-        self.optimizer = optimizer
-        self.scheduler = scheduler
+        self.train_data = args_["train_data"]
+        self.valid_data = args_["valid_data"]
+        self.criterion = args_["criterion"]
+        self.optimizer = args_["optimizer"]
+        self.scheduler = args_["scheduler"]
         self.callbacks: list[Any] = []
         self._custom_fit: Callable[[], Any] | None = None
         self._setup_done = False
@@ -139,7 +150,10 @@ class Trainer:
         self.run_dir: Path | None = None
         self.loggers: list[Any] = []
         self.class_names: list[str] | None = None
+        self._in_custom_evaluate = False  # see _posting_evaluate
         self._apply_callbacks(callbacks)
+        if "evaluate" not in self.__dict__ and type(self).evaluate is not Trainer.evaluate:
+            self.evaluate = self._posting_evaluate(self.evaluate)  # a subclass's evaluate: post what it returns
         self._resolve_stages()
 
     # -- construction helpers -----------------------------------------------------------------------
@@ -162,6 +176,12 @@ class Trainer:
     def _apply_callbacks(self, callbacks: Mapping[str, Any] | Iterable[Any] | None) -> None:
         if callbacks is None:
             return
+        if isinstance(callbacks, (set, frozenset)):
+            shown = ", ".join(sorted(repr(c) if isinstance(c, str) else type(c).__name__ for c in callbacks))
+            raise ConfigError(
+                f"callbacks is a set ({{{shown}}}), not a dict: write {{\"evaluate\": my_evaluate}} with a colon "
+                "to replace a stage, or a list [cb1, cb2] of callback objects"
+            )
         if not isinstance(callbacks, Mapping):
             for callback in callbacks:
                 self.add_callback(callback)
@@ -175,14 +195,31 @@ class Trainer:
                 self.add_callback(value)  # Kornia style: {"on_checkpoint": ModelCheckpoint(...)}
             elif name == "fit":
                 self._custom_fit = _bind(self, value)
+            elif name == "evaluate":
+                self.evaluate = self._posting_evaluate(_bind(self, value))
             else:
                 setattr(self, name, _bind(self, value))  # this instance only, never the class
 
     def add_callback(self, callback: Any) -> None:
-        """Add a callback object (any object with ``on_<event>(state)`` methods, e.g. a ``Callback``)."""
-        hook_methods(callback)  # a misspelled hook fails here, not silently later
+        """Add a callback object (any object with ``on_<event>(state)`` methods, e.g. a ``Callback``), or a
+        ``Logger`` (MLflow, visdom, your own), which receives the run's metrics like the built-in ones.
+
+        A misspelled or foreign hook name (Towhee's ``on_batch_begin``), a list, and an object with no
+        hook at all are errors here, not silently never run."""
+        if isinstance(callback, (list, tuple, set, frozenset)):
+            raise ConfigError(
+                f"add_callback() takes one callback, got a {type(callback).__name__}; pass callbacks=[...] to "
+                "Trainer(...) or call add_callback once per callback"
+            )
+        hooks = hook_methods(callback)
+        if not hooks and not _is_logger(callback):
+            raise ConfigError(
+                f"{type(callback).__name__} {callback!r:.60} is not a callback: it has no on_<event>(state) method "
+                "and is not a Logger, so it would never run. To replace a stage, pass callbacks={name: fn} "
+                f"with one of: {', '.join(STAGES)}"
+            )
         self.callbacks.append(callback)
-        if self.recipe is not None:
+        if self.recipe is not None and not _is_logger(callback):
             self.recipe.callbacks.add(callback)
 
     def set_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
@@ -196,6 +233,78 @@ class Trainer:
     @property
     def loss(self) -> Callable[..., torch.Tensor] | None:
         return self.criterion
+
+    # -- Kornia's names, for a custom ``fit``/``evaluate`` -------------------------------------------------
+    @property
+    def num_epochs(self) -> int:
+        """``config.max_epochs`` (Kornia's name)."""
+        return self.config.max_epochs
+
+    @property
+    def train_dataloader(self) -> Any:
+        """The training batches as the data set yields them (``source, target = sample``), on the
+        trainer's device: the user's own loader when one was given, else a loader over the data set with
+        ``config.batch_size`` (shuffled with ``config.seed``). For a custom ``fit`` (Kornia's ``my_fit``)."""
+        return self._seed_loader(self.train_data, train=True)
+
+    @property
+    def valid_dataloader(self) -> Any:
+        """The validation batches as the data set yields them, on the trainer's device (the first
+        validation set when there are several). For a custom ``evaluate`` (Kornia's ``my_evaluate``)."""
+        data = self.valid_data
+        if isinstance(data, Mapping):
+            data = next(iter(data.values()), None)
+        return self._seed_loader(data, train=False)
+
+    def _seed_loader(self, data: Any, train: bool) -> Any:
+        if data is None:
+            return None
+        self.setup()
+        if not isinstance(data, DataLoader) and isinstance(data, Dataset):
+            cfg = self.config
+            generator = torch.Generator().manual_seed(cfg.seed)
+            data = DataLoader(data, batch_size=cfg.batch_size if train else (cfg.eval_batch_size or cfg.batch_size),
+                              shuffle=train, generator=generator, num_workers=cfg.num_workers)
+        return _OnDevice(data, self.runtime)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Back-propagate ``loss`` (scaled under fp16): Kornia's ``self.backward(loss)`` in a custom ``fit``."""
+        self.setup()
+        self.runtime.backward(loss)
+
+    def _posting_evaluate(self, evaluate: Callable[..., Any]) -> Callable[..., Any]:
+        """Wrap a user's ``evaluate`` (a subclass's, or ``callbacks={"evaluate": fn}``) so the dict it returns
+        becomes the validation metrics that checkpoints, early stopping and the loggers see, with
+        ``eval_start``/``eval_end`` fired around it, as for the built-in evaluation."""
+
+        def posting(*args: Any, **kwargs: Any) -> Any:
+            self.setup()
+            state = self.recipe.state
+            if self._in_custom_evaluate:  # a custom evaluate calling another: the outer one posts
+                return evaluate(*args, **kwargs)
+            self.recipe.callbacks.fire("eval_start", state)
+            state.extra["eval_metrics"], state.extra["non_scalar_metrics"] = {}, {}
+            self._in_custom_evaluate = True  # Trainer.evaluate called inside posts but leaves the events to us
+            try:
+                results = evaluate(*args, **kwargs)
+            finally:
+                self._in_custom_evaluate = False
+            if results is None:
+                results = {}
+            if not isinstance(results, Mapping):
+                raise ConfigError(
+                    f"a custom evaluate must return a dict of metrics (or None), got {type(results).__name__}"
+                )
+            from .loggers import float_metrics
+
+            floats = float_metrics(results)  # host floats: evaluation ends here, a sync costs little
+            state.metrics.update(floats)
+            state.extra["eval_metrics"] = {**state.extra["eval_metrics"], **floats}
+            self.recipe.callbacks.fire("eval_end", state)
+            return results
+
+        posting.__wrapped__ = evaluate  # type: ignore[attr-defined]
+        return posting
 
     @property
     def epoch(self) -> int:
@@ -489,7 +598,9 @@ class Trainer:
         results: dict[str, float] = {}
         non_scalars: dict[str, Any] = {}
         state = self.recipe.state
-        self.recipe.callbacks.fire("eval_start", state)
+        nested = self._in_custom_evaluate  # called by a custom evaluate, which fires the events
+        if not nested:
+            self.recipe.callbacks.fire("eval_start", state)
         was_training = self.model.training
         self.model.eval()
         try:
@@ -500,6 +611,10 @@ class Trainer:
         finally:
             self.model.train(was_training)
         state.metrics.update(results)
+        if nested:
+            state.extra["eval_metrics"] = {**state.extra.get("eval_metrics", {}), **results}
+            state.extra["non_scalar_metrics"] = {**state.extra.get("non_scalar_metrics", {}), **non_scalars}
+            return results
         state.extra["eval_metrics"], state.extra["non_scalar_metrics"] = results, non_scalars
         self.recipe.callbacks.fire("eval_end", state)
         return results
@@ -700,8 +815,8 @@ class Trainer:
         if cfg.eval_strategy != "no" and self._eval_loaders:
             recipe.callbacks.add(_Evaluation(self), "prologue")
         recipe.callbacks.add(_TrainerStages(self), "prologue")
-        for callback in self.callbacks:
-            if not any(callback is c for c in early):
+        for callback in self.callbacks:  # loggers are called by _LogWriter, not as recipe callbacks
+            if not any(callback is c for c in early) and not _is_logger(callback):
                 recipe.callbacks.add(callback)
         for callback in self._default_callbacks():  # early stopping joins the middle: before any checkpoint
             recipe.callbacks.add(callback, getattr(callback, "group", "epilogue"))
@@ -1018,6 +1133,24 @@ class _DictBatches:
                 batch["index"] = index
             seen += size
             yield batch
+
+
+class _OnDevice:
+    """A loader whose batches, as the data set yields them, are moved to the trainer's device."""
+
+    def __init__(self, loader: Iterable[Any], runtime: Runtime) -> None:
+        self.loader = loader
+        self.runtime = runtime
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.runtime.device.type == "cpu":
+            yield from self.loader
+            return
+        for batch in self.loader:
+            yield self.runtime.to_device(batch)
 
 
 class _NoOptimizer:

@@ -42,8 +42,8 @@ class _NonFiniteGuard:
     the criterion returns them) and the batch's sample indices.
 
     On the CPU the loss check is a plain memory read per step, made before ``backward``, so a bad step
-    never reaches the optimizer; the gradients are checked before each optimizer step by one fused kernel
-    whose flag is read through a NumPy view of its memory. On a GPU a read is a host sync, so under
+    never reaches the optimizer; the gradients are checked before each optimizer step by one foreach
+    kernel (``torch._foreach_norm``) whose result is read. On a GPU a read is a host sync, so under
     ``raise`` the first bad step is recorded on the device and checked every ``log_every_n_steps``
     steps, at epoch end and before each checkpoint, and the error names that step (``skip`` must know
     at once, so it syncs every step). With a ``GradScaler`` (fp16) non-finite gradients are the
@@ -64,9 +64,6 @@ class _NonFiniteGuard:
         self._check_grads = False  # decided at fit start, once the scaler is known
         self._first_bad: torch.Tensor | None = None  # device scalar: first bad step, 0 while none
         self._recent: dict[int, tuple[Any, torch.Tensor, dict[str, torch.Tensor] | None]] = {}
-        self._found_inf = torch.zeros(1)
-        self._found = self._found_inf.numpy()  # the flag's memory: reading it is not a tensor op
-        self._unit = torch.ones(1)
         self._groups: Any = None
         self._num_groups = 0
         self._params: list[torch.Tensor] = []
@@ -145,13 +142,14 @@ class _NonFiniteGuard:
         grads = [grad for p in self._params if (grad := p.grad) is not None]
         if not grads:
             return
-        # GradScaler's own fused check (a scale of 1.0 leaves the gradients unchanged); it only ever sets
-        # the flag, so the flag is cleared only after a hit
-        torch._amp_foreach_non_finite_check_and_unscale_(grads, self._found_inf, self._unit)
-        if not self._found[0]:
-            return
-        self._found_inf.zero_()
+        # one foreach kernel: NaN and inf propagate into the norms (on the CPU the read is a memory read,
+        # not a device sync); the 2-norm is the fastest on the CPU but overflows for finite gradients
+        # above ~1e19, so a non-finite result is confirmed with the largest magnitude, which cannot
         norm = torch.stack(torch._foreach_norm(grads)).sum()
+        if math.isfinite(norm.item()):
+            return
+        if math.isfinite(torch.stack(torch._foreach_norm(grads, math.inf)).amax().item()):
+            return  # large but finite gradients
         state = self.state
         where = f"at step {state.global_step + 1} (epoch {state.epoch + 1})"
         if self.policy == "skip":

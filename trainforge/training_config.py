@@ -163,29 +163,28 @@ class TrainingConfig:
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
-        import yaml
+        from .yaml_io import dump_yaml
 
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return dump_yaml(self.to_dict())
 
     @classmethod
     def from_yaml_string(cls, text: str, source: str = "<string>") -> TrainingConfig:
-        import yaml
+        """Parse YAML text with the safe loader (``trainforge.yaml_io``: YAML 1.2 numbers, no duplicate keys)."""
+        from .yaml_io import load_yaml_text
 
-        try:
-            values = yaml.safe_load(text) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{source}: not valid YAML: {error}") from None
-        return cls.from_dict(values, source=source)
+        values = load_yaml_text(text, source=source)
+        return cls.from_dict({} if values is None else values, source=source)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainingConfig:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        return cls.from_yaml_string(path.read_text(), source=str(path))
+        """Read a YAML file of settings (errors name the file, the line and the key)."""
+        from .yaml_io import load_yaml
+
+        values = load_yaml(path)
+        return cls.from_dict({} if values is None else values, source=str(path))
 
     def save_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_yaml())
+        Path(path).write_text(self.to_yaml(), encoding="utf-8")
 
     @classmethod
     def describe(cls) -> str:

@@ -59,7 +59,7 @@ def test_single_process_helpers():
     assert batch["x"].device.type == "cpu"
 
 
-def test_backward_fast_path_gives_the_gradients_of_loss_backward():
+def test_backward_gives_the_gradients_of_loss_backward():
     from trainforge.runtime import backward
 
     torch.manual_seed(0)

@@ -384,3 +384,35 @@ def test_joint_loss_criterion_trains_and_names_its_terms_on_nan(tmp_path, small)
 
     with pytest.raises(NonFiniteLossError, match=r"step 3 .*loss terms: cross_entropy=[0-9.]+, smooth=nan"):
         Poisoned(mlp(), cfg(tmp_path / "p"), train_data=small[0], criterion=joint).fit()
+
+
+# -- public APIs in the hot path ---------------------------------------------------------------------
+def test_fit_runs_loss_backward_and_optimizer_zero_grad(tmp_path, small, monkeypatch):
+    """The hot path uses the public ``loss.backward()`` and ``optimizer.zero_grad(set_to_none=True)``:
+    a wrapper around either (a profiler, a hook, an optimizer wrapper) sees every call."""
+    backwards, zero_grads = [], []
+    real_backward = torch.Tensor.backward
+
+    def counting_backward(self, *args, **kwargs):
+        backwards.append(1)
+        return real_backward(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "backward", counting_backward)
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    real_zero_grad = optimizer.zero_grad
+    optimizer.zero_grad = lambda set_to_none=True: zero_grads.append(set_to_none) or real_zero_grad(set_to_none)
+    Trainer(model, cfg(tmp_path, scheduler=None), train_data=small[0], optimizer=optimizer).fit()
+    assert len(backwards) == 4
+    assert zero_grads == [True] * 5  # once at fit start, then after each of the 4 optimizer steps
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_huge_but_finite_gradients_are_not_called_non_finite(tmp_path, small):
+    """The gradient check's 2-norm overflows above ~1e19; finite gradients of 1e25 must still train."""
+    scaled = lambda output, target: nn.functional.cross_entropy(output, target) * 1e25  # noqa: E731
+    model = mlp()
+    trainer = Trainer(model, cfg(tmp_path, optimizer="SGD", lr=1e-30, scheduler=None, metrics=[]),
+                      train_data=small[0], criterion=scaled)
+    state = trainer.fit()
+    assert state.global_step == 4 and all(torch.isfinite(p).all() for p in model.parameters())

@@ -9,8 +9,6 @@ import torch
 
 from ..engine import State
 
-_BASE_ZERO_GRAD = torch.optim.Optimizer.zero_grad
-
 
 class Optimizer:
     """Step ``optimizer`` every ``accumulation`` batches; the step function only calls ``backward``.
@@ -99,15 +97,7 @@ class Optimizer:
         state.extra["optimizer_steps"] = self.steps  # EMA and others update when this grows
 
     def _zero_grad(self) -> None:
-        optimizer = self.optimizer
-        if type(optimizer).zero_grad is _BASE_ZERO_GRAD:
-            # what Optimizer.zero_grad(set_to_none=True) does, without its profiler and compiler wrappers
-            # (several microseconds a step); an optimizer with its own zero_grad gets it called
-            for group in optimizer.param_groups:
-                for param in group["params"]:
-                    param.grad = None
-        else:
-            optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=True)
 
     def state_dict(self) -> dict[str, Any]:
         state = {"optimizer": self.optimizer.state_dict(), "pending": self.pending, "steps": self.steps}

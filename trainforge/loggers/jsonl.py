@@ -44,7 +44,11 @@ class JsonlLogger(BaseLogger):
     [(10, {'train/loss': 0.5, 'lr': 0.1})]
     """
 
-    def __init__(self, path: str | Path, enabled: bool | None = None, flush_every_s: float = 1.0) -> None:
+    def __init__(
+        self, path: str | Path, enabled: bool | None = None, flush_every_s: float = 1.0, log_every: int = 10,
+        prefix: str = "",
+    ) -> None:
+        self.every(log_every, prefix)  # as a recipe callback (see BaseLogger)
         self.path = Path(path)
         self.enabled = is_main_process() if enabled is None else enabled
         self.flush_every_s = flush_every_s

@@ -18,3 +18,5 @@ __all__ = [
     "snake_name",
     "to_host",
 ]
+
+from . import registered as _registered  # noqa: F401 — fills the registries

@@ -23,3 +23,5 @@ __all__ = [
     "scheduler_needs_metric",
     "trainable_parameters",
 ]
+
+from . import registered as _registered  # noqa: F401 — fills the registries
