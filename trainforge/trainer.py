@@ -740,6 +740,7 @@ class Trainer:
             rank=rt.rank,
             world_size=rt.world_size,
             pad_to_equal=train,
+            sampler=getattr(data, "sampler", None) if train else None,  # e.g. a class-balanced order
         )
 
     def _make_eval_loaders(self, data: Any) -> dict[str | None, Any]:

@@ -55,6 +55,7 @@ class VisionDataset(Dataset):
     """
 
     boxes = False  # detection data sets: the pipeline moves boxes with the image
+    sampler: Any = None  # an epoch sampler (samplers.py) the Trainer's training loader draws from
 
     def __init__(
         self,
@@ -112,7 +113,8 @@ class VisionDataset(Dataset):
             sample = self.load(index)
         except CorruptImageError as error:
             if self.on_bad_file == "skip":
-                return Skipped(int(index), str(self.paths[index]), str(error))
+                path = str(self.paths[index])
+                return Skipped(int(index), path, str(error).removeprefix(path + ": "))
             raise
         pipeline = self.pipeline
         if pipeline is not None:
@@ -142,6 +144,25 @@ class ClassificationDataset(VisionDataset):
     ``class_to_idx`` as in torchvision. Subclasses fill ``paths``, ``targets``, ``classes``."""
 
     multilabel = False
+    decoded_cache: Any = None  # a DecodedCache once cache=True: pixels come from the mapped array
+
+    def cache_identity(self) -> str:
+        """What names this data set's cache folder (its root or annotation file)."""
+        return str(getattr(self, "annotation_path", None) or getattr(self, "root", ""))
+
+    def enable_cache(self, cache_dir: str | os.PathLike[str] | None = None, num_workers: int = 0) -> Any:
+        """Decode and resize every image once into a memory-mapped array (``cache=True`` does this at
+        construction); rebuilt when files or resize settings change. Returns the ``DecodedCache``."""
+        from .cache import build_cache
+
+        self.decoded_cache = build_cache(self, cache_dir, num_workers=num_workers)
+        return self.decoded_cache
+
+    def on_device(self, device: str | torch.device | None = None) -> Dataset:
+        """The cached data as one tensor data set on ``device`` (the small-data mode; see ``cache.device_tensors``)."""
+        from .cache import device_tensors
+
+        return device_tensors(self, device)
 
     def _set_targets(self, values: list[Any], classes: Sequence[str]) -> None:
         self.classes = list(classes)
@@ -153,6 +174,8 @@ class ClassificationDataset(VisionDataset):
         return len(self.classes)
 
     def load(self, index: int) -> dict[str, Any]:
+        if self.decoded_cache is not None:
+            return {"image": self.decoded_cache.image(index), "target": self.targets[index]}
         return {"image": self.read(self.paths[index]), "target": self.targets[index]}
 
 
@@ -184,6 +207,8 @@ class ImageFolder(ClassificationDataset):
         image_size: int | Sequence[int] | None = None,
         on_bad_file: str = "raise",
         max_skip_fraction: float = 0.1,
+        cache: bool = False,
+        cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__(transform, augment, image_format=image_format, image_size=image_size,
                          on_bad_file=on_bad_file, max_skip_fraction=max_skip_fraction)
@@ -214,6 +239,8 @@ class ImageFolder(ClassificationDataset):
         raise_problems(problems, f"ImageFolder {str(self.root)!r}",
                        "Fix: add images to every class folder, remove the empty ones, or pass classes=[...]")
         self._set_targets(labels, names)
+        if cache:
+            self.enable_cache(cache_dir)
 
 
 def read_csv(path: str | os.PathLike[str]) -> tuple[list[str], list[dict[str, str]]]:
@@ -290,6 +317,8 @@ class ImageClassificationDataset(ClassificationDataset):
         image_size: int | Sequence[int] | None = None,
         on_bad_file: str = "raise",
         max_skip_fraction: float = 0.1,
+        cache: bool = False,
+        cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__(transform, augment, image_format=image_format, image_size=image_size,
                          on_bad_file=on_bad_file, max_skip_fraction=max_skip_fraction)
@@ -333,7 +362,7 @@ class ImageClassificationDataset(ClassificationDataset):
                 else:
                     problems.append(f"line {line}: {why}")
                 continue
-            kept.append((line, path, raw))
+            kept.append((line, path, raw, row))
         if classes is not None:
             names = list(classes)
         else:
@@ -343,7 +372,8 @@ class ImageClassificationDataset(ClassificationDataset):
                             f"{', '.join(names[:20])}")
         index = {n: i for i, n in enumerate(names)}
         values = []
-        for line, path, raw in kept:
+        self._header, self._rows = header, []
+        for line, path, raw, row in kept:
             ids = [index.get(label) for label in raw]
             unknown = [label for label, i in zip(raw, ids) if i is None]
             if unknown:
@@ -352,16 +382,25 @@ class ImageClassificationDataset(ClassificationDataset):
                                 f"classes ({hint})")
                 continue
             self.paths.append(path)
+            self._rows.append(row)
             values.append(ids if self.multilabel else ids[0])
         raise_problems(problems, f"annotation {where}",
                        "Fix the rows above (or pass on_bad_file='skip' to leave missing files out)")
         if not self.paths:
             raise DatasetError(f"annotation {where} lists no usable images ({len(rows)} rows)")
         self._set_targets(values, names)
+        if cache:
+            self.enable_cache(cache_dir)
+
+    def column(self, name: str) -> list[str]:
+        """The cells of annotation column ``name`` for each sample (e.g. weights for ``WeightedSampler``)."""
+        if name not in self._header:
+            raise ConfigError(f"{self.annotation_path} has no column {name!r}; columns: {', '.join(self._header)}")
+        return [(row.get(name) or "").strip() for row in self._rows]
 
     @staticmethod
-    def _class_names(kept: list[tuple[int, Path, list[str]]], num_classes: int | None) -> list[str]:
-        labels = {label for _, _, raw in kept for label in raw}
+    def _class_names(kept: list[tuple[int, Path, list[str], Any]], num_classes: int | None) -> list[str]:
+        labels = {label for _, _, raw, _ in kept for label in raw}
         if labels and all(label.lstrip("-").isdigit() for label in labels):
             top = num_classes if num_classes is not None else max(int(label) for label in labels) + 1
             return [str(i) for i in range(max(top, 0))]

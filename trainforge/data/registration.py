@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..registry import registry
-from . import datasets, detection, retrieval, segmentation
+from . import datasets, detection, retrieval, samplers, segmentation, standard
 
 
 def _is_kornia_augmentation(obj: Any) -> bool:
@@ -30,11 +30,20 @@ def _kornia_get(name: str) -> Any:
     return found
 
 
+def _batch_augment(augmentations: list[Any], targets: str | None = None, same_on_batch: bool = False) -> Any:
+    """kornia augmentations applied to a batch on its device (with masks/boxes)."""
+    from .augment import BatchAugment
+
+    return BatchAugment(augmentations, targets=targets, same_on_batch=same_on_batch)
+
+
 def register_all() -> None:
     """Fill the data registries (called once, by ``trainforge.data``'s import)."""
     from .transforms import get_albumentation, list_albumentations
 
     found = registry("datasets")
+    if "ImageFolder" in found:  # imported a second time under another module name (doctest collection)
+        return
     found.register(datasets.ImageFolder, help="image folder, one sub-folder per class (torchvision's layout)")
     found.register(datasets.ImageClassificationDataset,
                    help="images listed in a CSV with labels (TorchOk's data_folder + annotation_path)")
@@ -43,5 +52,11 @@ def register_all() -> None:
     found.register(detection.ImageDetectionDataset, help="boxes and labels per image from a CSV (COCO xywh boxes)")
     found.register(detection.CocoDetection, help="boxes and labels per image from a COCO JSON file")
     found.register(retrieval.RetrievalDataset, help="images with group labels, marked query and/or gallery")
+    for dataset in (standard.CIFAR10, standard.CIFAR100, standard.MNIST, standard.Digits):
+        found.register(dataset)
+    for sampler in (samplers.ClassBalancedSampler, samplers.WeightedSampler):
+        registry("samplers").register(sampler)
+    registry("augmentations").register(_batch_augment, name="BatchAugment",
+                                       help="kornia augmentations applied to a batch on its device (with masks/boxes)")
     registry("transforms").add_source(list_albumentations, get_albumentation)
     registry("augmentations").add_source(_kornia_names, _kornia_get)

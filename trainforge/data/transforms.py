@@ -85,7 +85,10 @@ def image_tensor(image: Any) -> torch.Tensor:
     array = np.asarray(image)
     if array.ndim == 2:
         array = array[:, :, None]
-    tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+    array = np.ascontiguousarray(array.transpose(2, 0, 1))
+    if not array.flags.writeable:  # a view into the read-only cache: torch needs its own memory
+        array = array.copy()
+    tensor = torch.from_numpy(array)
     return tensor.float().div_(255.0) if tensor.dtype == torch.uint8 else tensor.float()
 
 

@@ -38,15 +38,16 @@ def validate_dataset(dataset: Any, progress: Callable[[int, int], None] | None =
     >>> root = tempfile.mkdtemp(); os.makedirs(root + "/a")
     >>> PIL.Image.new("RGB", (4, 4)).save(root + "/a/ok.png")
     >>> open(root + "/a/bad.png", "wb").close()
-    >>> [reason.split(": ")[-1] for _, reason in validate_dataset(ImageFolder(root)).bad_files]
-    ['cannot decode: an empty file (0 bytes); remove or replace the file']
+    >>> [(os.path.basename(path), reason) for path, reason in validate_dataset(ImageFolder(root)).bad_files]
+    [('bad.png', 'cannot decode: an empty file (0 bytes); remove or replace the file')]
     """
     report = ValidationReport(len(dataset), skipped_at_start=list(getattr(dataset, "skipped_at_start", [])))
     for index in range(len(dataset)):
         try:
             dataset.load(index)
         except (CorruptImageError, DatasetError) as error:
-            report.bad_files.append((str(dataset.paths[index]), str(error)))
+            path = str(dataset.paths[index])
+            report.bad_files.append((path, str(error).removeprefix(path + ": ")))
         if progress is not None:
             progress(index + 1, len(dataset))
     return report
