@@ -5,15 +5,14 @@ instance only); observe and steer with callback objects."""
 from __future__ import annotations
 
 import contextlib
-import datetime
 import hashlib
 import inspect
 import json
 import os
 import platform
 import sys
-import types
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -70,7 +69,34 @@ def _bind(owner: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
         params = list(inspect.signature(fn).parameters)
     except (TypeError, ValueError):
         return fn
-    return types.MethodType(fn, owner) if params and params[0] == "self" else fn
+    return _WeakBound(fn, owner) if params and params[0] == "self" else fn
+
+
+class _WeakBound:
+    """``fn`` bound to ``owner`` through a weak reference: stored on the owner, a bound method would put
+    the owner in a reference cycle with itself (freed only by a full garbage collection)."""
+
+    __slots__ = ("__wrapped__", "_owner")
+
+    def __init__(self, fn: Callable[..., Any], owner: Any) -> None:
+        self.__wrapped__ = fn
+        self._owner = weakref.ref(owner)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__wrapped__(self._owner(), *args, **kwargs)
+
+
+def _weak_method(owner: Any, name: str) -> Callable[..., Any]:
+    """``getattr(owner, name)`` called through a weak reference (for what ``owner`` itself holds: its
+    recipes' step functions, the checkpoint's state function), looked up at each call so a stage
+    assigned on the instance later is the one run."""
+    ref = weakref.ref(owner)
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(ref(), name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    return call
 
 
 class Trainer:
@@ -168,6 +194,7 @@ class Trainer:
         stages.preprocess = replaced("preprocess")
         stages.augmentations = replaced("augmentations")
         stages.on_before_model = replaced("on_before_model") or self.config.channels_last
+        stages.run_model = replaced("run_model")
         stages.compute_metrics = (
             replaced("compute_metrics") or bool(self.config.metrics) or self.metrics_manager is not None
         )
@@ -348,13 +375,18 @@ class Trainer:
         if stages.on_before_model:
             x = self.on_before_model(x)
         if self.runtime.autocast_dtype is None:
-            output = self._model_fn(x)
+            output = self.run_model(x, batch) if stages.run_model else self._model_fn(x)
         else:
             with self.runtime.autocast():
-                output = self._model_fn(x)
+                output = self.run_model(x, batch) if stages.run_model else self._model_fn(x)
         if isinstance(output, torch.Tensor):  # the common case first: an ABC isinstance costs a microsecond
             return {"output": output}
         return dict(output) if isinstance(output, Mapping) else {"output": output}
+
+    def run_model(self, x: Any, batch: dict[str, Any]) -> Any:
+        """The model call itself, ``model(x)``; a task whose model needs more of the batch (a margin head
+        reads the target, a detector the boxes) overrides it. Called under autocast."""
+        return self._model_fn(x)
 
     def compute_loss(self, outputs: dict[str, Any], batch: dict[str, Any]) -> torch.Tensor:
         """The loss of a batch; ``criterion(outputs["output"], batch["target"])`` by default.
@@ -428,40 +460,68 @@ class Trainer:
     def fit(self, resume_from: str | os.PathLike[str] | None = None) -> State:
         """Train for ``config.max_epochs`` epochs in total; resume from a checkpoint or run folder first.
 
-        ``resume_from`` is a checkpoint folder, a run folder (its newest intact checkpoint), or
-        ``"auto"``: the newest intact checkpoint of this run's folder if there is one, else a fresh
-        start. SIGTERM (a preemption) finishes the current step, writes ``checkpoints/last`` and exits
-        with code 143. Returns the final ``State``; ``state.metrics`` holds the last metrics.
+        ``resume_from`` is a checkpoint folder, a run folder (its newest intact checkpoint written by
+        that folder's run), or ``"auto"``: the newest intact checkpoint of this run's folder if there
+        is one, else a fresh start. SIGTERM (a preemption) or SIGINT (Ctrl-C) finishes the current step,
+        writes ``checkpoints/last``, prints the call that resumes and exits with code 143 or 130 (a
+        second Ctrl-C stops at once). Returns the final ``State``; ``state.metrics`` holds the last
+        metrics.
+
+        The run folder is locked for the whole fit (a second Trainer on it is refused). A fresh run
+        into a folder that holds another run is refused unless ``resume_from`` is given or
+        ``config.overwrite`` is set (see ``trainforge.run_folder``). A later ``fit`` with a larger
+        ``max_epochs`` continues the run and logs the new epochs.
         """
         if resume_from not in (None, "auto") and self.config.output_dir is None and self.run_dir is None:
             folder = Path(resume_from)
             if (folder / "checkpoints").is_dir():
                 self.run_dir = folder  # resuming a run folder keeps writing into it
+        self._asked_resume = resume_from is not None  # "auto" too: this folder's own run may continue
         if resume_from == "auto":
-            from .checkpoint import find_resume_checkpoint
-
-            output = self.config.output_dir
-            run_dir = self.run_dir or (Path(output) if output is not None else None)  # a new timestamped one is empty
-            folder = run_dir / "checkpoints" if run_dir is not None else None
-            resume_from = find_resume_checkpoint(folder) if folder is not None and folder.is_dir() else None
+            resume_from = self._auto_resume_checkpoint()
         # known before setup(): a resumed run restores its own weights, so load_checkpoint is not applied
         self._resume_pending = resume_from is not None
-        self.setup()
-        if resume_from is not None:
-            self.resume(resume_from)
-        self._resolve_stages()
-        if self._custom_fit is not None:
-            return self._custom_fit()
+        self._fitting = True
         try:
-            with _sigterm_flag(self._preemption):
-                state = self.recipe.run(self.config.max_epochs)
-                self._preemption.finish(state)  # stopped for SIGTERM: checkpoint and exit 143
-            if self.config.load_best_model_at_end:
-                self._load_best_model()
-            self._finish_run(state)
+            self.setup()  # claims and locks the run folder
+            self._claim_run_folder()  # a later fit: setup is done, the lock was released by the last one
+            if resume_from is not None:
+                self.resume(resume_from)
+            self._resolve_stages()
+            if self._custom_fit is not None:
+                return self._custom_fit()
+            if not self.loggers:  # closed by an earlier fit: this one's epochs are logged too
+                self._open_loggers()
+            try:
+                with _sigterm_flag(self._preemption):
+                    state = self.recipe.run(self.config.max_epochs)
+                    self._preemption.finish(state)  # stopped for SIGTERM/SIGINT: checkpoint and exit 143/130
+                if self.config.load_best_model_at_end:
+                    self._load_best_model()
+                self._finish_run(state)
+            finally:
+                self._close_loggers()
         finally:
-            self._close_loggers()
+            self._fitting = False
+            self._release_run_folder()
         return state
+
+    def _auto_resume_checkpoint(self) -> Path | None:
+        """``resume_from="auto"``: the newest intact checkpoint of this run's folder written by its run."""
+        from .checkpoint import find_resume_checkpoint
+        from .run_folder import read_run_id
+
+        output = self.config.output_dir
+        run_dir = self.run_dir or (Path(output).expanduser() if output is not None else None)
+        if run_dir is None:
+            return None  # a new timestamped folder is empty
+        folder = self._checkpoint_folder(run_dir)
+        return find_resume_checkpoint(folder, run_id=read_run_id(run_dir)) if folder.is_dir() else None
+
+    def _checkpoint_folder(self, run_dir: Path) -> Path:
+        """Where this trainer's checkpoints go: a user's ``ModelCheckpoint``'s folder, else ``checkpoints/``."""
+        user = next((c for c in self.callbacks if isinstance(c, ModelCheckpoint)), None)
+        return user.dirpath if user is not None and user.dirpath is not None else run_dir / "checkpoints"
 
     def _finish_run(self, state: State) -> None:
         """Hyper-parameters with final metrics, report data and the HTML report (rank 0). A report that
@@ -689,6 +749,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
         if self.run_dir is None:
             self.run_dir = self._make_run_dir()
+        self._claim_run_folder()
         if cfg.load_checkpoint is not None and not getattr(self, "_resume_pending", False):
             from .pretrained import load_pretrained
 
@@ -701,7 +762,10 @@ class Trainer:
 
             self.criterion = build_loss(cfg.loss, **cfg.loss_params)
         self._build_recipes()
+        self.recipe.state.extra["run_id"] = getattr(self, "run_id", None)  # stamped into checkpoint manifests
         self._setup_done = True
+        if not getattr(self, "_fitting", False):
+            self._release_run_folder()  # evaluate/predict/save: the folder is locked only while in use
 
     def _prepare_model(self) -> None:
         cfg, model = self.config, self.model
@@ -776,19 +840,21 @@ class Trainer:
         cfg = self.config
         self._eval_phase, self._eval_loader_name = "VALID", None
         self._last_non_scalars: dict[str, Any] = {}
-        self._eval_recipe = Recipe(self.evaluate_step, [])
+        self._eval_recipe = Recipe(_weak_method(self, "evaluate_step"), [])
         self._eval_recipe.device = None if self.runtime.device.type == "cpu" else self.runtime.device
         self._eval_loss_avg = EpochMetricAvg("loss", post_each_batch=False, weight="num_samples")
         self._eval_recipe.callbacks.add(self._eval_loss_avg)
         self._eval_recipe.callbacks.add(_EvalBatchEvents(self))
 
         self.recipe = recipe = Recipe(
-            self.train_step, self.train_loader if self.train_loader is not None else [], batch_size_fn=_batch_size
+            _weak_method(self, "train_step"),
+            self.train_loader if self.train_loader is not None else [],
+            batch_size_fn=_batch_size,
         )
         self._batches_per_epoch = len(self.train_loader) if self.train_loader is not None else 0
         # batches come from our loaders on the host; moving them is only needed for an accelerator
         recipe.device = None if self.runtime.device.type == "cpu" else self.runtime.device
-        recipe.state.extra["save_state"] = self._checkpoint_state
+        recipe.state.extra["save_state"] = _weak_method(self, "_checkpoint_state")
         recipe.register("model", self.model)
         self._guard = _NonFiniteGuard(cfg.non_finite, self.runtime.device.type)
         if self.train_loader is not None:
@@ -824,25 +890,26 @@ class Trainer:
         self._preemption = _Preemption(self)
         recipe.callbacks.add(self._preemption, "epilogue")
         fault = os.environ.get("TRAINFORGE_FAULT", "")
-        if fault.startswith(("kill_after_step:", "kill_after_epoch:", "sigterm_after_step:")):
+        if fault.startswith(("kill_after_step:", "kill_after_epoch:", "sigterm_after_step:", "sigint_after_step:")):
             recipe.callbacks.add(_FaultInjection(fault), "epilogue")  # tests only: deterministic kill points
 
     def _default_callbacks(self) -> list[Any]:
-        from .loggers import ConsoleLogger, JsonlLogger, TensorBoardLogger
+        from .loggers import ConsoleLogger
 
         cfg = self.config
         callbacks: list[Any] = []
         if cfg.early_stopping:
             callbacks.append(EarlyStopping(**cfg.early_stopping))
-        if cfg.checkpoint is not None:
+        user_checkpoint = next((c for c in self.callbacks if isinstance(c, ModelCheckpoint)), None)
+        if user_checkpoint is not None:  # the user's policy replaces config.checkpoint, never adds a second
+            if user_checkpoint.dirpath is None:
+                user_checkpoint.dirpath = self.run_dir / "checkpoints"
+            self.checkpoint_callback = user_checkpoint
+        elif cfg.checkpoint is not None:
             self.checkpoint_callback = ModelCheckpoint(self.run_dir / "checkpoints", **cfg.checkpoint)
             callbacks.append(self.checkpoint_callback)
         main = self.runtime.is_main  # only rank 0 writes files and prints
-        self.loggers = [JsonlLogger(self.run_dir / "metrics.jsonl", enabled=main)]  # always: the report reads it
-        if cfg.tensorboard:
-            self.loggers.append(TensorBoardLogger(self.run_dir / "tensorboard", enabled=main))
-        # a Logger passed in callbacks (MLflowLogger, VisdomLogger, your own) gets the same calls
-        self.loggers += [c for c in self.callbacks if _is_logger(c) and not any(c is x for x in self.loggers)]
+        self._open_loggers()
         if getattr(self.train_loader, "tracks_skips", False):  # on_bad_file="skip": counts into the logs
             from .data.loaders import SkippedFilesLog
 
@@ -859,17 +926,56 @@ class Trainer:
         return callbacks
 
     def _make_run_dir(self) -> Path:
+        """``output_dir`` (``~`` expanded), else a new ``runs/<experiment_name>/<time>`` claimed by mkdir."""
+        from .run_folder import claim_new_folder, timestamp
+
         cfg = self.config
         if cfg.output_dir is not None:
-            run_dir = Path(cfg.output_dir)
+            run_dir = Path(cfg.output_dir).expanduser()
+        elif self.runtime.is_main:
+            return claim_new_folder(Path("runs") / cfg.experiment_name, timestamp())
         else:
-            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-            run_dir = Path("runs") / cfg.experiment_name / stamp
+            run_dir = Path("runs") / cfg.experiment_name / timestamp()
         if self.runtime.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.yaml").write_text(cfg.to_yaml())
-            (run_dir / "env.json").write_text(json.dumps(environment_info(), indent=2))
         return run_dir
+
+    def _claim_run_folder(self) -> None:
+        """(rank 0) Lock the run folder and, once per Trainer, check it and write ``config.yaml``,
+        ``env.json`` and ``run.json`` (see ``run_folder.prepare``). Outside ``fit`` (evaluate, save,
+        export) a folder holding a finished run is left as it is: nothing of it is rewritten."""
+        from . import run_folder
+
+        if not self.runtime.is_main or self.run_dir is None:
+            return
+        lock = getattr(self, "_run_lock", None)
+        if lock is None or lock.run_dir != self.run_dir:
+            run_folder.refuse_links(self.run_dir)  # before the lock file is written
+            lock = self._run_lock = run_folder.RunLock(self.run_dir)
+        lock.acquire()
+        if getattr(self, "_run_prepared", False):
+            return
+        resuming = getattr(self, "_asked_resume", False) or getattr(self, "_resume_pending", False)
+        fitting = getattr(self, "_fitting", False)
+        if not fitting and not resuming and run_folder.run_contents(self.run_dir):
+            return
+        try:
+            self.run_id = run_folder.prepare(self.run_dir, resuming=resuming, overwrite=self.config.overwrite)
+            _write_text_atomic(self.run_dir / "config.yaml", self.config.to_yaml())
+            _write_text_atomic(self.run_dir / "env.json", json.dumps(environment_info(), indent=2))
+        except BaseException:
+            self._release_run_folder()
+            raise
+        self._run_prepared = True
+        if self.recipe is not None:  # prepared after setup (a fit after evaluate): loggers see the new files
+            self.recipe.state.extra["run_id"] = self.run_id
+            self._close_loggers()
+            self._open_loggers()
+
+    def _release_run_folder(self) -> None:
+        lock = getattr(self, "_run_lock", None)
+        if lock is not None:
+            lock.release()
 
     def _checkpoint_state(self) -> dict[str, Any]:
         self._guard.assert_finite_weights(self.model)
@@ -902,6 +1008,16 @@ class Trainer:
             return
         with self.ema.swap(self.model):
             yield
+
+    def _open_loggers(self) -> None:
+        from .loggers import JsonlLogger, TensorBoardLogger
+
+        main = self.runtime.is_main  # only rank 0 writes files
+        self.loggers = [JsonlLogger(self.run_dir / "metrics.jsonl", enabled=main)]  # always: the report reads it
+        if self.config.tensorboard:
+            self.loggers.append(TensorBoardLogger(self.run_dir / "tensorboard", enabled=main))
+        # a Logger passed in callbacks (MLflowLogger, VisdomLogger, your own) gets the same calls
+        self.loggers += [c for c in self.callbacks if _is_logger(c) and not any(c is x for x in self.loggers)]
 
     def _close_loggers(self) -> None:
         for logger in self.loggers:
@@ -1023,14 +1139,17 @@ class Trainer:
         return problems
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write a full checkpoint folder at ``path`` (atomic, verified; see ``trainforge.checkpoint``).
+        """Write a full checkpoint folder at ``path`` (atomic, verified; see ``trainforge.checkpoint``),
+        creating missing parent folders. An existing ``path`` is replaced only when it is a trainforge
+        checkpoint (or an empty folder); anything else is refused with ``CheckpointError`` naming it.
         Refuses (``NonFiniteLossError``) to save non-finite weights."""
         from .checkpoint import save_checkpoint
 
         self.setup()
         self._guard.assert_finite_weights(self.model)
         state = self.state_dict()
-        return save_checkpoint(Path(path), state, metadata={"global_step": self.global_step, "epoch": self.epoch})
+        metadata = {"global_step": self.global_step, "epoch": self.epoch, "run_id": getattr(self, "run_id", None)}
+        return save_checkpoint(Path(path).expanduser(), state, metadata=metadata)
 
     def load(self, path: str | os.PathLike[str]) -> None:
         """Load a checkpoint folder written by ``save`` or by ``ModelCheckpoint`` (verified, code-free)."""
@@ -1048,8 +1167,11 @@ class Trainer:
             raise ConfigError(f"resume_from={str(path)!r} does not exist")
         candidate = path
         if not (path / "MANIFEST.json").exists():
+            from .run_folder import read_run_id
+
             search = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-            candidate = find_resume_checkpoint(search)
+            run_id = read_run_id(path) if search != path else None  # a run folder: only its own run's
+            candidate = find_resume_checkpoint(search, run_id=run_id)
             if candidate is None:
                 raise ConfigError(f"resume_from={str(path)!r}: no intact checkpoint found in {search}")
         read_manifest(candidate)
@@ -1088,11 +1210,21 @@ class Trainer:
             "dataset_hash": self._data_fingerprint()["dataset_hash"],
             "ema": self.ema is not None,
         }
+        path = Path(path).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)  # like save(): missing parent folders are created
         with self._ema_weights():
             self._guard.assert_finite_weights(self.model)
             return export_safetensors(self.model, path, metadata)
 
 CHECKPOINT_FORMAT = 1
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` (never writing through a link planted there); not fsynced: written every fit."""
+    from .checkpoint import atomic_file
+
+    with atomic_file(path, durable=False) as file:
+        file.write(text.encode("utf-8"))
 
 
 def _batch_size(batch: dict[str, Any]) -> int:
@@ -1103,7 +1235,7 @@ def _batch_size(batch: dict[str, Any]) -> int:
 class _ActiveStages:
     """The optional stages ``Trainer.forward`` and ``train_step`` call (see ``Trainer._resolve_stages``)."""
 
-    __slots__ = ("augmentations", "compute_metrics", "on_before_model", "preprocess")
+    __slots__ = ("augmentations", "compute_metrics", "on_before_model", "preprocess", "run_model")
 
 
 class _DictBatches:

@@ -43,6 +43,11 @@ class TrainingConfig:
     # -- run and output ----------------------------------------------------------------------------
     output_dir: str | None = _field(None, "run folder; None: runs/<experiment_name>/<timestamp>")
     experiment_name: str = _field("default", "name of the experiment, used in the default run folder")
+    overwrite: bool = _field(
+        False,
+        "start a fresh run in an output_dir that holds another run: its checkpoints, metrics, logs and report are "
+        "moved into <output_dir>/overwritten-<time>/ (nothing is deleted); False: such a run is refused",
+    )
     seed: int = _field(42, "seed of every random generator (python, numpy, torch, data order, augmentation)")
     deterministic: bool = _field(False, "torch.use_deterministic_algorithms(True) and cudnn deterministic")
     # -- data ----------------------------------------------------------------------------------
@@ -120,6 +125,11 @@ class TrainingConfig:
             choices = f.metadata.get("choices")
             if choices and value not in choices:
                 raise ConfigError(f"{f.name}={value!r} is not allowed; expected one of {', '.join(choices)}")
+        from .run_folder import check_component, check_name_template  # path rules live with the run folder
+
+        check_component("experiment_name", self.experiment_name)  # runs/<experiment_name>/...: one name
+        if isinstance(self.checkpoint, dict) and "filename" in self.checkpoint:
+            check_name_template("checkpoint.filename", self.checkpoint["filename"])
         for key in ("batch_size", "max_epochs", "accumulate_grad_batches", "log_every_n_steps"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
