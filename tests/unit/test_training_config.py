@@ -155,6 +155,8 @@ def test_towhee_config2_names_every_key_we_do_not_have():
         "- logging.logging_dir (Towhee's name); use tensorboard={'log_dir': DIR}",
         "- train.max_steps (Lightning's and Towhee's name); trainforge trains whole epochs",
         "- device.sync_bn: trainforge has no such setting",
+        "- callback.tensorboard: tensorboard has no key(s) ['comment']; accepted: log_dir",
+        "- logging.logging_strategy (Towhee's and Hugging Face's name); metrics are logged every log_every_n_steps",
         "- learning.optimizer: optimizer={'name_': 'AdamW', 'lr': 0.001} has type dict; expected str (write the name",
     ):
         assert line in message, (line, message)
@@ -169,6 +171,7 @@ def test_towhee_old_layout_is_an_error_naming_the_keys():
     assert "- train.args.epoch_num (Towhee's name); use 'max_epochs'" in message
     assert "- learning.args.adam_beta1 (Towhee's and Hugging Face's name); use optimizer_params" in message
     assert "- train.args.do_train: trainforge has no such setting" in message
+    assert "- train.args.eval_steps: eval_steps='None' has type str; expected int or None (YAML writes" in message
 
 
 def test_towhee_sections_with_our_names_load_and_save_round_trips(tmp_path):
