@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/trainforge demo
+	$(VENV)/bin/trainforge train --config configs/classification_digits.yaml
 
 test: $(STAMP)
 	$(PY) -m ruff check trainforge tests examples bench

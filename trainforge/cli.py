@@ -23,7 +23,14 @@ def _cmd_config(args: argparse.Namespace) -> int:
     if args.action == "defaults":
         print(TrainingConfig.describe())
     elif args.action == "check":
+        from .config_check import check_config
+        from .errors import ConfigError
+
         config = TrainingConfig.from_yaml(args.path)
+        try:
+            check_config(config)  # the same checks Trainer.setup runs before training
+        except TrainforgeError as error:
+            raise ConfigError(f"{args.path}: {error}") from None
         print(f"{args.path}: valid")
         print(config.to_yaml(), end="")
     return 0
@@ -39,6 +46,51 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
         webbrowser.open(page.resolve().as_uri())
     return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .config.hydra_cli import locate, run_command
+
+    source = locate(args.config, args.config_path or args.config_dir, args.config_name)
+    results = run_command(args.command, source, args.overrides, multirun=args.multirun, objective=args.objective)
+    failed = [r for r in results if r.error]
+    return 1 if failed and len(failed) == len(results) else 0
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    from .registry import CATALOGUE, get_registry
+
+    if args.registry is None:
+        for name, (_, description) in CATALOGUE.items():
+            print(f"{name:<14} {len(get_registry(name).list()):>5}  {description}")
+        return 0
+    found = get_registry(args.registry)
+    names = found.list(args.pattern)
+    if not names:
+        print(f"{args.registry}: nothing matches {args.pattern!r}", file=sys.stderr)
+        return 1
+    width = min(40, max(len(n) for n in names))
+    for name in names:
+        try:
+            help_line = found.help(name)
+        except Exception as error:  # one broken library entry must not hide the others
+            help_line = f"(help unavailable: {type(error).__name__})"
+        print(f"{name:<{width}}  {help_line}")
+    return 0
+
+
+def _add_run_parser(commands: argparse._SubParsersAction, name: str, help: str) -> None:
+    run = commands.add_parser(name, help=help, description=help + ". Overrides use Hydra's syntax: key=value, "
+                              "+new_key=value, ~key, and with --multirun key=a,b,c or hydra/sweeper=optuna.")
+    run.add_argument("--config", metavar="FILE", help="the experiment YAML file")
+    run.add_argument("-cp", "--config-path", metavar="DIR", help="folder of the experiment configs")
+    run.add_argument("-cn", "--config-name", metavar="NAME", help="experiment name in that folder (without .yaml)")
+    run.add_argument("-cd", "--config-dir", metavar="DIR", help="same as --config-path")
+    run.add_argument("-m", "--multirun", action="store_true", help="sweep over comma-separated values (Hydra)")
+    run.add_argument("--objective", metavar="METRIC", default=None,
+                     help="metric a sweep compares runs by (default: ModelCheckpoint's monitor, else valid/loss)")
+    run.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Hydra overrides, e.g. trainer.max_epochs=1")
+    run.set_defaults(func=_cmd_run)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,9 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
     config = commands.add_parser("config", help="inspect TrainingConfig settings")
     config_actions = config.add_subparsers(dest="action", metavar="ACTION", required=True)
     config_actions.add_parser("defaults", help="print every setting with its default and help")
-    check = config_actions.add_parser("check", help="validate a TrainingConfig YAML file and print it resolved")
+    check = config_actions.add_parser(
+        "check", help="validate a TrainingConfig YAML file as training would (names, nested keys, monitors) and "
+        "print it resolved",
+    )
     check.add_argument("path")
     config.set_defaults(func=_cmd_config)
+
+    _add_run_parser(commands, "train", "train the experiment of one YAML file")
+    _add_run_parser(commands, "test", "evaluate a trained experiment on its data.TEST sets")
+    _add_run_parser(commands, "predict", "predict on an experiment's data.PREDICT sets")
+    ls = commands.add_parser("ls", help="list registered components with one line of help each")
+    ls.add_argument("registry", nargs="?", default=None, help="losses, optimizers, backbones, ... (none: all)")
+    ls.add_argument("pattern", nargs="?", default=None, help="shell pattern, e.g. '*Loss' or 'resnet*'")
+    ls.set_defaults(func=_cmd_ls)
 
     report = commands.add_parser(
         "report", help="(re)build RUN_DIR/report/index.html from a run folder (also written at the end of fit)"
@@ -74,7 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trainforge`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # overrides after an option (train --multirun a=1,2) land here; only train/test/predict take them
+        if getattr(args, "func", None) is not _cmd_run or any(e.startswith("-") for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     if args.command is None:
         parser.print_help()
         return 0

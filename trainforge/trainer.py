@@ -5,7 +5,6 @@ instance only); observe and steer with callback objects."""
 from __future__ import annotations
 
 import contextlib
-import datetime
 import hashlib
 import inspect
 import json
@@ -26,6 +25,7 @@ from ._version import __version__
 from .callbacks import EpochMetricAvg, Optimizer, StdoutLogger
 from .callbacks.checkpoint import ModelCheckpoint
 from .callbacks.early_stopping import EarlyStopping
+from .config_check import FirstBatchCheck, check_trainer_setup, optimizer_mismatch, require_training_data
 from .data import ResumableLoader
 from .engine import Recipe, State, hook_methods
 from .errors import ConfigError, ResumeMismatchError
@@ -132,8 +132,8 @@ class Trainer:
     def __init__(
         self,
         model: nn.Module,
+        *args: Any,
         config: TrainingConfig | Mapping[str, Any] | None = None,
-        *,
         train_data: Dataset | DataLoader | None = None,
         valid_data: Dataset | DataLoader | Mapping[str, Dataset | DataLoader] | None = None,
         criterion: Callable[..., torch.Tensor] | None = None,
@@ -141,9 +141,20 @@ class Trainer:
         scheduler: Any = None,
         callbacks: Mapping[str, Any] | Iterable[Any] | None = None,
         class_names: Sequence[str] | None = None,
+        **seed_names: Any,
     ) -> None:
+        """Three call styles, told apart by what follows the model (see ``trainforge.trainer_args``):
+        ``Trainer(model, config, train_data=..., valid_data=...)`` (ours; Towhee's with
+        ``train_dataset=``/``eval_dataset=``), and Kornia's ``Trainer(model, train_dataloader,
+        valid_dataloader, criterion, optimizer, scheduler, config)`` (positional or by keyword)."""
+        from .trainer_args import resolve_trainer_args
+
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        given = {"config": config, "train_data": train_data, "valid_data": valid_data, "criterion": criterion,
+                 "optimizer": optimizer, "scheduler": scheduler}
+        args_ = resolve_trainer_args(args, given, seed_names)
+        config = args_["config"]
         if config is None:
             config = TrainingConfig()
         elif isinstance(config, Mapping):
@@ -152,11 +163,11 @@ class Trainer:
             raise TypeError(f"config must be a TrainingConfig or a dict, got {type(config).__name__}")
         self.config = config
         self.model = model
-        self.train_data = train_data
-        self.valid_data = valid_data
-        self.criterion = criterion
-        self.optimizer = optimizer
-        self.scheduler = scheduler
+        self.train_data = args_["train_data"]
+        self.valid_data = args_["valid_data"]
+        self.criterion = args_["criterion"]
+        self.optimizer = args_["optimizer"]
+        self.scheduler = args_["scheduler"]
         self.callbacks: list[Any] = []
         self._custom_fit: Callable[[], Any] | None = None
         self._setup_done = False
@@ -166,8 +177,11 @@ class Trainer:
         self.ema: Any = None
         self.run_dir: Path | None = None
         self.loggers: list[Any] = []
-        self.class_names, self._class_names_source = _class_names(class_names, train_data, valid_data)
+        self.class_names, self._class_names_source = _class_names(class_names, self.train_data, self.valid_data)
+        self._in_custom_evaluate = False  # see _posting_evaluate
         self._apply_callbacks(callbacks)
+        if "evaluate" not in self.__dict__ and type(self).evaluate is not Trainer.evaluate:
+            self.evaluate = self._posting_evaluate(self.evaluate)  # a subclass's evaluate: post what it returns
         self._resolve_stages()
 
     # -- construction helpers -----------------------------------------------------------------------
@@ -182,6 +196,7 @@ class Trainer:
         stages.preprocess = replaced("preprocess")
         stages.augmentations = replaced("augmentations")
         stages.on_before_model = replaced("on_before_model") or self.config.channels_last
+        stages.run_model = replaced("run_model")
         stages.compute_metrics = (
             replaced("compute_metrics") or bool(self.config.metrics) or self.metrics_manager is not None
         )
@@ -190,6 +205,12 @@ class Trainer:
     def _apply_callbacks(self, callbacks: Mapping[str, Any] | Iterable[Any] | None) -> None:
         if callbacks is None:
             return
+        if isinstance(callbacks, (set, frozenset)):
+            shown = ", ".join(sorted(repr(c) if isinstance(c, str) else type(c).__name__ for c in callbacks))
+            raise ConfigError(
+                f"callbacks is a set ({{{shown}}}), not a dict: write {{\"evaluate\": my_evaluate}} with a colon "
+                "to replace a stage, or a list [cb1, cb2] of callback objects"
+            )
         if not isinstance(callbacks, Mapping):
             for callback in callbacks:
                 self.add_callback(callback)
@@ -203,14 +224,31 @@ class Trainer:
                 self.add_callback(value)  # Kornia style: {"on_checkpoint": ModelCheckpoint(...)}
             elif name == "fit":
                 self._custom_fit = _bind(self, value)
+            elif name == "evaluate":
+                self.evaluate = self._posting_evaluate(_bind(self, value))
             else:
                 setattr(self, name, _bind(self, value))  # this instance only, never the class
 
     def add_callback(self, callback: Any) -> None:
-        """Add a callback object (any object with ``on_<event>(state)`` methods, e.g. a ``Callback``)."""
-        hook_methods(callback)  # a misspelled hook fails here, not silently later
+        """Add a callback object (any object with ``on_<event>(state)`` methods, e.g. a ``Callback``), or a
+        ``Logger`` (MLflow, visdom, your own), which receives the run's metrics like the built-in ones.
+
+        A misspelled or foreign hook name (Towhee's ``on_batch_begin``), a list, and an object with no
+        hook at all are errors here, not silently never run."""
+        if isinstance(callback, (list, tuple, set, frozenset)):
+            raise ConfigError(
+                f"add_callback() takes one callback, got a {type(callback).__name__}; pass callbacks=[...] to "
+                "Trainer(...) or call add_callback once per callback"
+            )
+        hooks = hook_methods(callback)
+        if not hooks and not _is_logger(callback):
+            raise ConfigError(
+                f"{type(callback).__name__} {callback!r:.60} is not a callback: it has no on_<event>(state) method "
+                "and is not a Logger, so it would never run. To replace a stage, pass callbacks={name: fn} "
+                f"with one of: {', '.join(STAGES)}"
+            )
         self.callbacks.append(callback)
-        if self.recipe is not None:
+        if self.recipe is not None and not _is_logger(callback):
             self.recipe.callbacks.add(callback)
 
     def set_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
@@ -224,6 +262,78 @@ class Trainer:
     @property
     def loss(self) -> Callable[..., torch.Tensor] | None:
         return self.criterion
+
+    # -- Kornia's names, for a custom ``fit``/``evaluate`` -------------------------------------------------
+    @property
+    def num_epochs(self) -> int:
+        """``config.max_epochs`` (Kornia's name)."""
+        return self.config.max_epochs
+
+    @property
+    def train_dataloader(self) -> Any:
+        """The training batches as the data set yields them (``source, target = sample``), on the
+        trainer's device: the user's own loader when one was given, else a loader over the data set with
+        ``config.batch_size`` (shuffled with ``config.seed``). For a custom ``fit`` (Kornia's ``my_fit``)."""
+        return self._seed_loader(self.train_data, train=True)
+
+    @property
+    def valid_dataloader(self) -> Any:
+        """The validation batches as the data set yields them, on the trainer's device (the first
+        validation set when there are several). For a custom ``evaluate`` (Kornia's ``my_evaluate``)."""
+        data = self.valid_data
+        if isinstance(data, Mapping):
+            data = next(iter(data.values()), None)
+        return self._seed_loader(data, train=False)
+
+    def _seed_loader(self, data: Any, train: bool) -> Any:
+        if data is None:
+            return None
+        self.setup()
+        if not isinstance(data, DataLoader) and isinstance(data, Dataset):
+            cfg = self.config
+            generator = torch.Generator().manual_seed(cfg.seed)
+            data = DataLoader(data, batch_size=cfg.batch_size if train else (cfg.eval_batch_size or cfg.batch_size),
+                              shuffle=train, generator=generator, num_workers=cfg.num_workers)
+        return _OnDevice(data, self.runtime)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Back-propagate ``loss`` (scaled under fp16): Kornia's ``self.backward(loss)`` in a custom ``fit``."""
+        self.setup()
+        self.runtime.backward(loss)
+
+    def _posting_evaluate(self, evaluate: Callable[..., Any]) -> Callable[..., Any]:
+        """Wrap a user's ``evaluate`` (a subclass's, or ``callbacks={"evaluate": fn}``) so the dict it returns
+        becomes the validation metrics that checkpoints, early stopping and the loggers see, with
+        ``eval_start``/``eval_end`` fired around it, as for the built-in evaluation."""
+
+        def posting(*args: Any, **kwargs: Any) -> Any:
+            self.setup()
+            state = self.recipe.state
+            if self._in_custom_evaluate:  # a custom evaluate calling another: the outer one posts
+                return evaluate(*args, **kwargs)
+            self.recipe.callbacks.fire("eval_start", state)
+            state.extra["eval_metrics"], state.extra["non_scalar_metrics"] = {}, {}
+            self._in_custom_evaluate = True  # Trainer.evaluate called inside posts but leaves the events to us
+            try:
+                results = evaluate(*args, **kwargs)
+            finally:
+                self._in_custom_evaluate = False
+            if results is None:
+                results = {}
+            if not isinstance(results, Mapping):
+                raise ConfigError(
+                    f"a custom evaluate must return a dict of metrics (or None), got {type(results).__name__}"
+                )
+            from .loggers import float_metrics
+
+            floats = float_metrics(results)  # host floats: evaluation ends here, a sync costs little
+            state.metrics.update(floats)
+            state.extra["eval_metrics"] = {**state.extra["eval_metrics"], **floats}
+            self.recipe.callbacks.fire("eval_end", state)
+            return results
+
+        posting.__wrapped__ = evaluate  # type: ignore[attr-defined]
+        return posting
 
     @property
     def epoch(self) -> int:
@@ -267,13 +377,18 @@ class Trainer:
         if stages.on_before_model:
             x = self.on_before_model(x)
         if self.runtime.autocast_dtype is None:
-            output = self._model_fn(x)
+            output = self.run_model(x, batch) if stages.run_model else self._model_fn(x)
         else:
             with self.runtime.autocast():
-                output = self._model_fn(x)
+                output = self.run_model(x, batch) if stages.run_model else self._model_fn(x)
         if isinstance(output, torch.Tensor):  # the common case first: an ABC isinstance costs a microsecond
             return {"output": output}
         return dict(output) if isinstance(output, Mapping) else {"output": output}
+
+    def run_model(self, x: Any, batch: dict[str, Any]) -> Any:
+        """The model call itself, ``model(x)``; a task whose model needs more of the batch (a margin head
+        reads the target, a detector the boxes) overrides it. Called under autocast."""
+        return self._model_fn(x)
 
     def compute_loss(self, outputs: dict[str, Any], batch: dict[str, Any]) -> torch.Tensor:
         """The loss of a batch; ``criterion(outputs["output"], batch["target"])`` by default.
@@ -347,40 +462,70 @@ class Trainer:
     def fit(self, resume_from: str | os.PathLike[str] | None = None) -> State:
         """Train for ``config.max_epochs`` epochs in total; resume from a checkpoint or run folder first.
 
-        ``resume_from`` is a checkpoint folder, a run folder (its newest intact checkpoint), or
-        ``"auto"``: the newest intact checkpoint of this run's folder if there is one, else a fresh
-        start. SIGTERM (a preemption) finishes the current step, writes ``checkpoints/last`` and exits
-        with code 143. Returns the final ``State``; ``state.metrics`` holds the last metrics.
+        ``resume_from`` is a checkpoint folder, a run folder (its newest intact checkpoint written by
+        that folder's run), or ``"auto"``: the newest intact checkpoint of this run's folder if there
+        is one, else a fresh start. SIGTERM (a preemption) or SIGINT (Ctrl-C) finishes the current step,
+        writes ``checkpoints/last``, prints the call that resumes and exits with code 143 or 130 (a
+        second Ctrl-C stops at once). Returns the final ``State``; ``state.metrics`` holds the last
+        metrics.
+
+        The run folder is locked for the whole fit (a second Trainer on it is refused). A fresh run
+        into a folder that holds another run is refused unless ``resume_from`` is given or
+        ``config.overwrite`` is set (see ``trainforge.run_folder``). A later ``fit`` with a larger
+        ``max_epochs`` continues the run and logs the new epochs.
         """
+        if self._custom_fit is None:
+            require_training_data(self)
         if resume_from not in (None, "auto") and self.config.output_dir is None and self.run_dir is None:
             folder = Path(resume_from)
             if (folder / "checkpoints").is_dir():
                 self.run_dir = folder  # resuming a run folder keeps writing into it
+        self._asked_resume = resume_from is not None  # "auto" too: this folder's own run may continue
         if resume_from == "auto":
-            from .checkpoint import find_resume_checkpoint
-
-            output = self.config.output_dir
-            run_dir = self.run_dir or (Path(output) if output is not None else None)  # a new timestamped one is empty
-            folder = run_dir / "checkpoints" if run_dir is not None else None
-            resume_from = find_resume_checkpoint(folder) if folder is not None and folder.is_dir() else None
+            resume_from = self._auto_resume_checkpoint()
         # known before setup(): a resumed run restores its own weights, so load_checkpoint is not applied
         self._resume_pending = resume_from is not None
-        self.setup()
-        if resume_from is not None:
-            self.resume(resume_from)
-        self._resolve_stages()
-        if self._custom_fit is not None:
-            return self._custom_fit()
+        self._fitting = True
         try:
-            with _sigterm_flag(self._preemption):
-                state = self.recipe.run(self.config.max_epochs)
-                self._preemption.finish(state)  # stopped for SIGTERM: checkpoint and exit 143
-            if self.config.load_best_model_at_end:
-                self._load_best_model()
-            self._finish_run(state)
+            self.setup()  # claims and locks the run folder
+            self._claim_run_folder()  # a later fit: setup is done, the lock was released by the last one
+            if resume_from is not None:
+                self.resume(resume_from)
+            self._resolve_stages()
+            if self._custom_fit is not None:
+                return self._custom_fit()
+            if not self.loggers:  # closed by an earlier fit: this one's epochs are logged too
+                self._open_loggers()
+            try:
+                with _sigterm_flag(self._preemption):
+                    state = self.recipe.run(self.config.max_epochs)
+                    self._preemption.finish(state)  # stopped for SIGTERM/SIGINT: checkpoint and exit 143/130
+                if self.config.load_best_model_at_end:
+                    self._load_best_model()
+                self._finish_run(state)
+            finally:
+                self._close_loggers()
         finally:
-            self._close_loggers()
+            self._fitting = False
+            self._release_run_folder()
         return state
+
+    def _auto_resume_checkpoint(self) -> Path | None:
+        """``resume_from="auto"``: the newest intact checkpoint of this run's folder written by its run."""
+        from .checkpoint import find_resume_checkpoint
+        from .run_folder import read_run_id
+
+        output = self.config.output_dir
+        run_dir = self.run_dir or (Path(output).expanduser() if output is not None else None)
+        if run_dir is None:
+            return None  # a new timestamped folder is empty
+        folder = self._checkpoint_folder(run_dir)
+        return find_resume_checkpoint(folder, run_id=read_run_id(run_dir)) if folder.is_dir() else None
+
+    def _checkpoint_folder(self, run_dir: Path) -> Path:
+        """Where this trainer's checkpoints go: a user's ``ModelCheckpoint``'s folder, else ``checkpoints/``."""
+        user = next((c for c in self.callbacks if isinstance(c, ModelCheckpoint)), None)
+        return user.dirpath if user is not None and user.dirpath is not None else run_dir / "checkpoints"
 
     def _finish_run(self, state: State) -> None:
         """Hyper-parameters with final metrics, report data and the HTML report (rank 0). A report that
@@ -518,7 +663,9 @@ class Trainer:
         results: dict[str, float] = {}
         non_scalars: dict[str, Any] = {}
         state = self.recipe.state
-        self.recipe.callbacks.fire("eval_start", state)
+        nested = self._in_custom_evaluate  # called by a custom evaluate, which fires the events
+        if not nested:
+            self.recipe.callbacks.fire("eval_start", state)
         was_training = self.model.training
         self.model.eval()
         try:
@@ -529,6 +676,10 @@ class Trainer:
         finally:
             self.model.train(was_training)
         state.metrics.update(results)
+        if nested:
+            state.extra["eval_metrics"] = {**state.extra.get("eval_metrics", {}), **results}
+            state.extra["non_scalar_metrics"] = {**state.extra.get("non_scalar_metrics", {}), **non_scalars}
+            return results
         state.extra["eval_metrics"], state.extra["non_scalar_metrics"] = results, non_scalars
         self.recipe.callbacks.fire("eval_end", state)
         return results
@@ -599,12 +750,14 @@ class Trainer:
         # the objects passed in (not built from the config), for config.yaml and the hyper-parameters
         self._given_objects = {"optimizer": self.optimizer, "criterion": self.criterion, "scheduler": self.scheduler}
         self.runtime = Runtime(cfg.device, cfg.precision)
+        check_trainer_setup(self)  # names, nested keys, monitors, data sizes: before anything is written
         seed_everything(cfg.seed)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
         if self.run_dir is None:
             self.run_dir = self._make_run_dir()
+        self._claim_run_folder()
         if cfg.load_checkpoint is not None and not getattr(self, "_resume_pending", False):
             from .pretrained import load_pretrained
 
@@ -617,8 +770,10 @@ class Trainer:
 
             self.criterion = build_loss(cfg.loss, **cfg.loss_params)
         self._build_recipes()
-        self._write_run_config()
+        self.recipe.state.extra["run_id"] = getattr(self, "run_id", None)  # stamped into checkpoint manifests
         self._setup_done = True
+        if not getattr(self, "_fitting", False):
+            self._release_run_folder()  # evaluate/predict/save: the folder is locked only while in use
 
     def _prepare_model(self) -> None:
         cfg, model = self.config, self.model
@@ -657,6 +812,7 @@ class Trainer:
             rank=rt.rank,
             world_size=rt.world_size,
             pad_to_equal=train,
+            sampler=getattr(data, "sampler", None) if train else None,  # e.g. a class-balanced order
         )
 
     def _make_eval_loaders(self, data: Any) -> dict[str | None, Any]:
@@ -669,13 +825,19 @@ class Trainer:
 
     def _build_optimization(self) -> None:
         cfg = self.config
-        from .optim import build_optimizer, build_scheduler, count_optimizer_steps
+        from .optim import build_optimizer, build_scheduler, count_optimizer_steps, has_learning_rate
 
         if self.optimizer is None:
             self.optimizer = build_optimizer(
                 cfg.optimizer, self.model, lr=cfg.lr, weight_decay=cfg.weight_decay, **cfg.optimizer_params
             )
-        if self.scheduler is None and cfg.scheduler is not None:
+        if self.scheduler is None and cfg.scheduler is not None and not has_learning_rate(self.optimizer):
+            warnings.warn(
+                f"{type(self.optimizer).__name__} has no 'lr' in its param groups (defaults={{}}), so the "
+                f"schedule {cfg.scheduler!r} cannot change it: training without a schedule (scheduler=None "
+                "silences this)", UserWarning, stacklevel=3,
+            )
+        elif self.scheduler is None and cfg.scheduler is not None:
             epochs_steps = count_optimizer_steps(len(self.train_loader), cfg.max_epochs, cfg.accumulate_grad_batches)
             if cfg.scheduler_interval == "epoch":
                 epochs_steps = cfg.max_epochs
@@ -724,6 +886,8 @@ class Trainer:
             recipe.callbacks.add(callback)
         if self._freeze_bn is not None:
             recipe.callbacks.add(self._freeze_bn, "prologue")
+        if self.train_loader is not None:  # the model, labels and loss against the first batch, once
+            recipe.callbacks.add(FirstBatchCheck(self), "prologue")
         recipe.callbacks.add(self._guard, "prologue")
         recipe.callbacks.add(self._optimizer_cb, "prologue")
         if self.ema is not None:
@@ -734,33 +898,38 @@ class Trainer:
         if cfg.eval_strategy != "no" and self._eval_loaders:
             recipe.callbacks.add(_Evaluation(self), "prologue")
         recipe.callbacks.add(_TrainerStages(self), "prologue")
-        for callback in self.callbacks:
-            if not any(callback is c for c in early):
+        for callback in self.callbacks:  # loggers are called by _LogWriter, not as recipe callbacks
+            if not any(callback is c for c in early) and not _is_logger(callback):
                 recipe.callbacks.add(callback)
         for callback in self._default_callbacks():  # early stopping joins the middle: before any checkpoint
             recipe.callbacks.add(callback, getattr(callback, "group", "epilogue"))
         self._preemption = _Preemption(self)
         recipe.callbacks.add(self._preemption, "epilogue")
         fault = os.environ.get("TRAINFORGE_FAULT", "")
-        if fault.startswith(("kill_after_step:", "kill_after_epoch:", "sigterm_after_step:")):
+        if fault.startswith(("kill_after_step:", "kill_after_epoch:", "sigterm_after_step:", "sigint_after_step:")):
             recipe.callbacks.add(_FaultInjection(fault), "epilogue")  # tests only: deterministic kill points
 
     def _default_callbacks(self) -> list[Any]:
-        from .loggers import ConsoleLogger, JsonlLogger, TensorBoardLogger
+        from .loggers import ConsoleLogger
 
         cfg = self.config
         callbacks: list[Any] = []
         if cfg.early_stopping:
             callbacks.append(EarlyStopping(**cfg.early_stopping))
-        if cfg.checkpoint is not None:
+        user_checkpoint = next((c for c in self.callbacks if isinstance(c, ModelCheckpoint)), None)
+        if user_checkpoint is not None:  # the user's policy replaces config.checkpoint, never adds a second
+            if user_checkpoint.dirpath is None:
+                user_checkpoint.dirpath = self.run_dir / "checkpoints"
+            self.checkpoint_callback = user_checkpoint
+        elif cfg.checkpoint is not None:
             self.checkpoint_callback = ModelCheckpoint(self.run_dir / "checkpoints", **cfg.checkpoint)
             callbacks.append(self.checkpoint_callback)
         main = self.runtime.is_main  # only rank 0 writes files and prints
-        self.loggers = [JsonlLogger(self.run_dir / "metrics.jsonl", enabled=main)]  # always: the report reads it
-        if cfg.tensorboard:
-            self.loggers.append(TensorBoardLogger(self.run_dir / "tensorboard", enabled=main))
-        # a Logger passed in callbacks (MLflowLogger, VisdomLogger, your own) gets the same calls
-        self.loggers += [c for c in self.callbacks if _is_logger(c) and not any(c is x for x in self.loggers)]
+        self._open_loggers()
+        if getattr(self.train_loader, "tracks_skips", False):  # on_bad_file="skip": counts into the logs
+            from .data.loaders import SkippedFilesLog
+
+            callbacks.append(SkippedFilesLog(self.train_loader, self.run_dir if main else None))
         callbacks.append(_LogWriter(self))
         if cfg.print_steps is not None:
             callbacks.append(ConsoleLogger(print_steps=cfg.print_steps, enabled=main))
@@ -773,16 +942,18 @@ class Trainer:
         return callbacks
 
     def _make_run_dir(self) -> Path:
+        """``output_dir`` (``~`` expanded), else a new ``runs/<experiment_name>/<time>`` claimed by mkdir."""
+        from .run_folder import claim_new_folder, timestamp
+
         cfg = self.config
         if cfg.output_dir is not None:
-            run_dir = Path(cfg.output_dir)
+            run_dir = Path(cfg.output_dir).expanduser()
+        elif self.runtime.is_main:
+            return claim_new_folder(Path("runs") / cfg.experiment_name, timestamp())
         else:
-            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-            run_dir = Path("runs") / cfg.experiment_name / stamp
+            run_dir = Path("runs") / cfg.experiment_name / timestamp()
         if self.runtime.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.yaml").write_text(cfg.to_yaml())
-            (run_dir / "env.json").write_text(json.dumps(environment_info(), indent=2))
         return run_dir
 
     def _used_config(self) -> dict[str, Any]:
@@ -791,19 +962,17 @@ class Trainer:
 
         return used_config(self.config.to_dict(), **getattr(self, "_given_objects", {}))
 
-    def _write_run_config(self) -> None:
+    def _run_config_text(self) -> str:
         """``config.yaml``: what this run used — objects passed in by class and settings (a comment
         block), then the config with their settings in place of the defaults they replaced."""
-        if not self.runtime.is_main or self.run_dir is None or not self.run_dir.is_dir():
-            return
         from .run_info import objects_record, run_config_yaml
 
-        given = self._given_objects
-        objects = objects_record(self.model, optimizer=given["optimizer"], criterion=given["criterion"],
-                                 scheduler=given["scheduler"], callbacks=self.callbacks)
+        given = getattr(self, "_given_objects", {})
+        objects = objects_record(self.model, optimizer=given.get("optimizer"), criterion=given.get("criterion"),
+                                 scheduler=given.get("scheduler"), callbacks=self.callbacks)
         if self.class_names is not None:
             objects["class_names"] = {"names": list(self.class_names), "from": self._class_names_source}
-        (self.run_dir / "config.yaml").write_text(run_config_yaml(self._used_config(), objects))
+        return run_config_yaml(self._used_config(), objects)
 
     def _check_class_names(self, count: int | None) -> None:
         """A list of class names must have one name per model output."""
@@ -815,6 +984,43 @@ class Trainer:
             f"but the model outputs {count} classes; pass class_names with {count} names, or change the "
             "model's number of outputs"
         )
+
+    def _claim_run_folder(self) -> None:
+        """(rank 0) Lock the run folder and, once per Trainer, check it and write ``config.yaml``,
+        ``env.json`` and ``run.json`` (see ``run_folder.prepare``). Outside ``fit`` (evaluate, save,
+        export) a folder holding a finished run is left as it is: nothing of it is rewritten."""
+        from . import run_folder
+
+        if not self.runtime.is_main or self.run_dir is None:
+            return
+        lock = getattr(self, "_run_lock", None)
+        if lock is None or lock.run_dir != self.run_dir:
+            run_folder.refuse_links(self.run_dir)  # before the lock file is written
+            lock = self._run_lock = run_folder.RunLock(self.run_dir)
+        lock.acquire()
+        if getattr(self, "_run_prepared", False):
+            return
+        resuming = getattr(self, "_asked_resume", False) or getattr(self, "_resume_pending", False)
+        fitting = getattr(self, "_fitting", False)
+        if not fitting and not resuming and run_folder.run_contents(self.run_dir):
+            return
+        try:
+            self.run_id = run_folder.prepare(self.run_dir, resuming=resuming, overwrite=self.config.overwrite)
+            _write_text_atomic(self.run_dir / "config.yaml", self._run_config_text())
+            _write_text_atomic(self.run_dir / "env.json", json.dumps(environment_info(), indent=2))
+        except BaseException:
+            self._release_run_folder()
+            raise
+        self._run_prepared = True
+        if self.recipe is not None:  # prepared after setup (a fit after evaluate): loggers see the new files
+            self.recipe.state.extra["run_id"] = self.run_id
+            self._close_loggers()
+            self._open_loggers()
+
+    def _release_run_folder(self) -> None:
+        lock = getattr(self, "_run_lock", None)
+        if lock is not None:
+            lock.release()
 
     def _checkpoint_state(self) -> dict[str, Any]:
         self._guard.assert_finite_weights(self.model)
@@ -850,6 +1056,17 @@ class Trainer:
             return
         with self.ema.swap(self.model):
             yield
+
+    def _open_loggers(self) -> None:
+        from .loggers import JsonlLogger, TensorBoardLogger
+
+        main = self.runtime.is_main  # only rank 0 writes files
+        self.loggers = [JsonlLogger(self.run_dir / "metrics.jsonl", enabled=main)]  # always: the report reads it
+        tensorboard_dir = self.config.tensorboard_dir(self.run_dir)  # <run>/tensorboard, or tensorboard.log_dir
+        if tensorboard_dir is not None:
+            self.loggers.append(TensorBoardLogger(tensorboard_dir, enabled=main))
+        # a Logger passed in callbacks (MLflowLogger, VisdomLogger, your own) gets the same calls
+        self.loggers += [c for c in self.callbacks if _is_logger(c) and not any(c is x for x in self.loggers)]
 
     def _close_loggers(self) -> None:
         for logger in self.loggers:
@@ -937,6 +1154,7 @@ class Trainer:
                 lines = "".join(f"\n    {line}" for line in diff.describe().splitlines())
                 problems.append(f"the model differs from the saved run's:{lines}")
         problems += self._callback_mismatches(recipe.get("callbacks", {}), state.get("config", {})) if strict else []
+        problems += optimizer_mismatch(self.config, self._optimizer_cb.optimizer, state)
         if problems:
             raise ResumeMismatchError(
                 "cannot resume:\n- " + "\n- ".join(problems) + "\nResume with the saved run's "
@@ -972,14 +1190,17 @@ class Trainer:
         return problems
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write a full checkpoint folder at ``path`` (atomic, verified; see ``trainforge.checkpoint``).
+        """Write a full checkpoint folder at ``path`` (atomic, verified; see ``trainforge.checkpoint``),
+        creating missing parent folders. An existing ``path`` is replaced only when it is a trainforge
+        checkpoint (or an empty folder); anything else is refused with ``CheckpointError`` naming it.
         Refuses (``NonFiniteLossError``) to save non-finite weights."""
         from .checkpoint import save_checkpoint
 
         self.setup()
         self._guard.assert_finite_weights(self.model)
         state = self.state_dict()
-        return save_checkpoint(Path(path), state, metadata={"global_step": self.global_step, "epoch": self.epoch})
+        metadata = {"global_step": self.global_step, "epoch": self.epoch, "run_id": getattr(self, "run_id", None)}
+        return save_checkpoint(Path(path).expanduser(), state, metadata=metadata)
 
     def load(self, path: str | os.PathLike[str]) -> None:
         """Load a checkpoint folder written by ``save`` or by ``ModelCheckpoint`` (verified, code-free)."""
@@ -997,8 +1218,11 @@ class Trainer:
             raise ConfigError(f"resume_from={str(path)!r} does not exist")
         candidate = path
         if not (path / "MANIFEST.json").exists():
+            from .run_folder import read_run_id
+
             search = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-            candidate = find_resume_checkpoint(search)
+            run_id = read_run_id(path) if search != path else None  # a run folder: only its own run's
+            candidate = find_resume_checkpoint(search, run_id=run_id)
             if candidate is None:
                 raise ConfigError(f"resume_from={str(path)!r}: no intact checkpoint found in {search}")
         read_manifest(candidate)
@@ -1037,6 +1261,8 @@ class Trainer:
             "dataset_hash": self._data_fingerprint()["dataset_hash"],
             "ema": self.ema is not None,
         }
+        path = Path(path).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)  # like save(): missing parent folders are created
         with self._ema_weights():
             self._guard.assert_finite_weights(self.model)
             return export_safetensors(self.model, path, metadata)
@@ -1073,6 +1299,14 @@ def _class_names(
     return None, None
 
 
+def _write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` (never writing through a link planted there); not fsynced: written every fit."""
+    from .checkpoint import atomic_file
+
+    with atomic_file(path, durable=False) as file:
+        file.write(text.encode("utf-8"))
+
+
 def _batch_size(batch: dict[str, Any]) -> int:
     x = batch["input"]
     return x.shape[0] if isinstance(x, torch.Tensor) else len(x)
@@ -1081,7 +1315,7 @@ def _batch_size(batch: dict[str, Any]) -> int:
 class _ActiveStages:
     """The optional stages ``Trainer.forward`` and ``train_step`` call (see ``Trainer._resolve_stages``)."""
 
-    __slots__ = ("augmentations", "compute_metrics", "on_before_model", "preprocess")
+    __slots__ = ("augmentations", "compute_metrics", "on_before_model", "preprocess", "run_model")
 
 
 class _DictBatches:
@@ -1112,6 +1346,24 @@ class _DictBatches:
                 batch["index"] = index
             seen += size
             yield batch
+
+
+class _OnDevice:
+    """A loader whose batches, as the data set yields them, are moved to the trainer's device."""
+
+    def __init__(self, loader: Iterable[Any], runtime: Runtime) -> None:
+        self.loader = loader
+        self.runtime = runtime
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.runtime.device.type == "cpu":
+            yield from self.loader
+            return
+        for batch in self.loader:
+            yield self.runtime.to_device(batch)
 
 
 class _NoOptimizer:

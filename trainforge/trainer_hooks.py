@@ -181,22 +181,31 @@ class _NonFiniteGuard:
 
 @contextlib.contextmanager
 def _sigterm_flag(preemption: _Preemption) -> Iterator[None]:
-    """While training, SIGTERM only sets a flag; the loop stops cleanly at the next batch end."""
+    """While training, SIGTERM and SIGINT (Ctrl-C) only set a flag; the loop stops cleanly at the next
+    batch end. A second Ctrl-C raises ``KeyboardInterrupt`` at once (the user insists)."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: preemption.request())
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and preemption.signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        preemption.request(signum)
+
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 class _Preemption:
-    """On SIGTERM: finish the current step, write ``checkpoints/last``, exit with 143 (128 + SIGTERM).
+    """On SIGTERM or SIGINT: finish the current step, write ``checkpoints/last``, print the call that
+    resumes, exit with 128 + the signal number (143 for SIGTERM, 130 for SIGINT).
 
     Alone, the signal handler sets ``state.should_stop``, which the loop reads after every step anyway:
     nothing runs per step. Under torch.distributed every rank must stop at the same step, so the flag
@@ -207,15 +216,19 @@ class _Preemption:
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = weakref.proxy(trainer)  # the trainer holds this callback: no cycle back
         self.requested = False  # a signal arrived (on this rank)
+        self.signum: int | None = None
         self.stopping = False  # the loop was told to stop for it (agreed by every rank)
         self.distributed = trainer.runtime.distributed
         self.every = trainer.config.log_every_n_steps
         if not self.distributed:
             self.on_batch_end = None
 
-    def request(self) -> None:
+    def request(self, signum: int | None = None) -> None:
         """The signal handler: only sets flags (the loop stops cleanly after the current step)."""
+        import signal
+
         self.requested = True
+        self.signum = signal.SIGTERM if signum is None else signum
         if not self.distributed:
             self.stopping = True
             self.trainer.recipe.state.should_stop = True
@@ -229,14 +242,37 @@ class _Preemption:
             self.stopping = state.should_stop = True
 
     def finish(self, state: State) -> None:
-        """After the loop: when it stopped for SIGTERM before its last epoch, checkpoint and exit 143."""
+        """After the loop: when it stopped for a signal before its last epoch, write ``last``, print how
+        to resume and exit with 128 + the signal number."""
+        import signal
+
         if not self.stopping or state.epoch >= state.max_epochs:
             return
-        checkpoint = getattr(self.trainer, "checkpoint_callback", None)
+        signum = self.signum or signal.SIGTERM  # a rank told by the others has no signal of its own
+        trainer = self.trainer
+        checkpoint = getattr(trainer, "checkpoint_callback", None)
         if checkpoint is not None:
-            checkpoint.write_last(state)
-        print(f"SIGTERM: stopped after step {state.global_step}; resume with fit(resume_from='auto')", flush=True)
-        raise SystemExit(143)
+            path = checkpoint.write_last(state)
+        else:  # checkpoints are off, but stopping must not lose the run: `last` alone
+            path = self._write_last(state)
+        if trainer.runtime.is_main:
+            where = f"wrote {path}" if path is not None else "no checkpoint written"
+            print(
+                f"{signal.Signals(signum).name}: stopped after step {state.global_step}; {where}. Resume with: "
+                f"trainer.fit(resume_from={str(trainer.run_dir)!r}) (a Trainer built like this one)",
+                flush=True,
+            )
+        raise SystemExit(128 + signum)
+
+    def _write_last(self, state: State) -> Any:
+        from .checkpoint import save_checkpoint
+
+        if not self.trainer.runtime.is_main:
+            return None
+        metadata = {"global_step": state.global_step, "epoch": state.progress()["epoch"],
+                    "run_id": state.extra.get("run_id")}  # fmt: skip
+        payload = state.extra.get("save_state", self.trainer.state_dict)()
+        return save_checkpoint(self.trainer.run_dir / "checkpoints" / "last", payload, metadata)
 
 
 class _FaultInjection:
@@ -254,6 +290,8 @@ class _FaultInjection:
             os.kill(os.getpid(), signal.SIGKILL)
         if self.kind == "sigterm_after_step" and state.global_step == self.at:
             os.kill(os.getpid(), signal.SIGTERM)
+        if self.kind == "sigint_after_step" and state.global_step == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
 
     def on_epoch_end(self, state: State) -> None:
         import signal

@@ -25,3 +25,5 @@ __all__ = [
     "freeze_batchnorm",
     "set_batchnorm_eval",
 ]
+
+from . import registered as _registered  # noqa: F401 — fills the registries

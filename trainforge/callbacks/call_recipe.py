@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..engine import Recipe, State
+from ..loggers.base import COUNTERS
 
 
 class CallRecipe:
@@ -12,7 +13,10 @@ class CallRecipe:
 
     Fires ``eval_start``/``eval_end`` on the calling recipe around the nested run, then copies the
     nested recipe's metrics into the caller's ``state.metrics`` as ``"<prefix>/<name>"`` (so
-    ``eval_end`` hooks such as early stopping see them).
+    ``eval_end`` hooks such as early stopping see them). The nested recipe's counters (a ``Counter``
+    posts ``epoch``, ``global_step``...) are not metrics and are not copied. During the nested run its
+    ``state.extra["caller"]`` is the calling recipe's state (loggers log at the caller's step).
+    ``run_every`` is Torchélie's name for ``every``.
 
     >>> import torch
     >>> from trainforge.engine import Recipe
@@ -25,7 +29,15 @@ class CallRecipe:
     {'test/loss': 2.0}
     """
 
-    def __init__(self, recipe: Recipe, every: int | None = None, prefix: str = "test") -> None:
+    def __init__(
+        self, recipe: Recipe, every: int | None = None, prefix: str = "test", *, run_every: int | None = None
+    ) -> None:
+        if not isinstance(recipe, Recipe):
+            raise TypeError(f"CallRecipe runs a Recipe, got {type(recipe).__name__}")
+        if run_every is not None:
+            if every is not None:
+                raise ValueError("pass every or run_every (Torchélie's name), not both")
+            every = run_every
         if every is not None and every < 1:
             raise ValueError(f"every must be a positive number of batches or None, got {every}")
         self.recipe = recipe
@@ -46,9 +58,14 @@ class CallRecipe:
         if owner is not None:
             owner.callbacks.fire("eval_start", state)
         self.recipe.reset()
-        nested = self.recipe.run(1)
+        self.recipe.state.extra["caller"] = state
+        try:
+            nested = self.recipe.run(1)
+        finally:
+            self.recipe.state.extra.pop("caller", None)
         for name, value in nested.metrics.items():
-            state.metrics[f"{self.prefix}/{name}"] = value
+            if name not in COUNTERS:
+                state.metrics[f"{self.prefix}/{name}"] = value
         if owner is not None:
             owner.callbacks.fire("eval_end", state)
         return nested.metrics

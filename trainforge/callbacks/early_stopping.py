@@ -54,6 +54,11 @@ class EarlyStopping:
         self.wait = 0
         self.stopped_epoch: int | None = None
 
+    @property
+    def best_score(self) -> float | None:
+        """The best value seen, as the metric is logged (Kornia's name; never negated for ``mode="max"``)."""
+        return self.best
+
     def improved(self, value: float) -> bool:
         reference = self.best if self.best is not None else self.baseline
         if reference is None:

@@ -8,7 +8,7 @@ from typing import Any, TextIO
 import torch
 
 from ..engine import State
-from ..loggers.base import is_main_process
+from ..loggers.base import COUNTERS, is_main_process
 
 
 def format_value(value: Any) -> str:
@@ -47,12 +47,13 @@ class StdoutLogger:
 
     def on_batch_end(self, state: State) -> None:
         if self.enabled and self.log_every > 0 and state.global_step % self.log_every == 0:
-            self._print(state, f"step {state.global_step}")
+            self._print(state, f"epoch {state.epoch + 1}/{state.max_epochs} step {state.global_step}")
 
     def on_epoch_end(self, state: State) -> None:
         if self.enabled:
             self._print(state, f"epoch {state.epoch + 1}/{state.max_epochs}")
 
     def _print(self, state: State, where: str) -> None:
-        items = " ".join(f"{k}={format_value(v)}" for k, v in state.metrics.items())
+        # counters (a Counter's epoch/global_step copies) are already in ``where``
+        items = " ".join(f"{k}={format_value(v)}" for k, v in state.metrics.items() if k not in COUNTERS)
         print(f"{self.prefix}{where} | {items}", file=self.stream or sys.stdout, flush=True)

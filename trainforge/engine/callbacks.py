@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from .events import EVENTS, hook_methods
+from .events import EVENTS, CallbackError, hook_methods
 from .state import State
 
 GROUPS: tuple[str, ...] = ("prologue", "middle", "epilogue")
@@ -20,9 +20,13 @@ class CallbackList:
     >>> class Hello:
     ...     def on_fit_start(self, state): print("hello")
     >>> cbs = CallbackList()
-    >>> cbs.add(Hello())
+    >>> cbs.add_callbacks([Hello()])
     >>> cbs.fire("fit_start", State())
     hello
+
+    ``add`` (alias ``add_callback``) takes one callback, ``add_callbacks`` (alias ``extend``) a list.
+    A list given to ``add``, and an object with no ``on_<event>`` method (a function, a string, an
+    optimizer instead of ``Optimizer(opt)``), are errors: they would never run.
     """
 
     def __init__(self) -> None:
@@ -35,16 +39,45 @@ class CallbackList:
         Without ``group``, a callback's own ``group`` attribute decides (checkpointing declares
         ``"epilogue"`` so it saves after every other callback's epoch-end work), else ``"middle"``.
         """
+        if isinstance(callback, (list, tuple, set, frozenset, Iterator)):
+            raise CallbackError(
+                f"add() takes one callback, got a {type(callback).__name__} of {_count(callback)}; "
+                "use add_callbacks([...]) for several"
+            )
         group = group or getattr(callback, "group", "middle")
         if group not in self._groups:
             raise ValueError(f"unknown callback group {group!r}; expected one of {', '.join(GROUPS)}")
-        hook_methods(callback)  # validates before anything changes
+        if not hook_methods(callback):  # also validates every hook before anything changes
+            raise CallbackError(
+                f"{_describe(callback)} is not a callback: it has no on_<event>(state) method, so it would "
+                f"never run. Valid hooks: {', '.join('on_' + e for e in EVENTS)}. Wrap it in the callback "
+                "meant for it (an optimizer goes in trainforge.callbacks.Optimizer(opt))."
+            )
         self._groups[group].append(callback)
         self._rebuild()
 
+    add_callback = add
+
     def extend(self, callbacks: Iterable[Any], group: str | None = None) -> None:
+        """Add several callbacks, in order; all are validated before any is added."""
+        if isinstance(callbacks, (str, bytes)) or not isinstance(callbacks, Iterable) or hook_methods(callbacks):
+            raise CallbackError(
+                f"add_callbacks() takes a list of callbacks, got {_describe(callbacks)}; "
+                "use add_callback(cb) for one"
+            )
+        callbacks = list(callbacks)
+        for callback in callbacks:
+            if isinstance(callback, (list, tuple, set, frozenset)):
+                raise CallbackError(f"add_callbacks() got a nested {type(callback).__name__}; pass one flat list")
+            if not hook_methods(callback):
+                raise CallbackError(
+                    f"add_callbacks(): {_describe(callback)} is not a callback: it has no on_<event>(state) "
+                    "method, so it would never run"
+                )
         for callback in callbacks:
             self.add(callback, group)
+
+    add_callbacks = extend
 
     def remove(self, callback: Any) -> None:
         """Remove a callback previously added (compared by identity)."""
@@ -103,3 +136,17 @@ class CallbackList:
         for key, callback in keyed.items():
             if key in state:
                 callback.load_state_dict(state[key])
+
+
+def _count(items: Any) -> str:
+    try:
+        return f"{len(items)} items"
+    except TypeError:
+        return "items"
+
+
+def _describe(obj: Any) -> str:
+    """``str 'loss'``, ``function <lambda>``; a long or multi-line repr is left out."""
+    name = type(obj).__name__
+    text = getattr(obj, "__qualname__", None) or repr(obj)
+    return name if len(text) > 60 or "\n" in text else f"{name} {text}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 from typing import Any
 
 #: Every event, in the order a plain run first fires them. ``eval_start``/``eval_end`` are fired around
@@ -54,7 +55,50 @@ class Callback:
 
 
 class CallbackError(TypeError):
-    """A callback declares a hook that no event fires (usually a typo)."""
+    """A callback declares a hook that no event fires (usually a typo), has no hook at all, takes other
+    arguments than ``(state)``, or a list was passed where one callback is expected."""
+
+
+#: Hook names of other libraries (Towhee, Keras, Lightning) and trainforge's spelling of each: a callback
+#: written for them fails at registration with the name to use instead of never running.
+FOREIGN_HOOKS: dict[str, str] = {
+    "on_train_begin": "on_fit_start",
+    "on_train_start": "on_fit_start",
+    "on_train_end": "on_fit_end",
+    "on_epoch_begin": "on_epoch_start",
+    "on_train_epoch_start": "on_epoch_start",
+    "on_train_epoch_end": "on_epoch_end",
+    "on_batch_begin": "on_batch_start",
+    "on_train_batch_begin": "on_batch_start",
+    "on_train_batch_start": "on_batch_start",
+    "on_train_batch_end": "on_batch_end",
+    "on_eval_begin": "on_eval_start",
+    "on_validation_start": "on_eval_start",
+    "on_validation_end": "on_eval_end",
+    "on_eval_batch_begin": "on_eval_batch_start",
+    "on_test_batch_begin": "on_eval_batch_start",
+    "on_test_batch_end": "on_eval_batch_end",
+    "on_validation_batch_start": "on_eval_batch_start",
+    "on_validation_batch_end": "on_eval_batch_end",
+    "on_save_checkpoint": "on_checkpoint",
+}
+
+
+def _check_takes_state(callback: Any, attr: str, method: Any) -> None:
+    """A hook is called as ``hook(state)``: one that needs other arguments fails here, not mid-run."""
+    try:
+        signature = inspect.signature(method)
+    except (TypeError, ValueError):
+        return  # a builtin or C callable: nothing to inspect
+    try:
+        signature.bind(None)
+    except TypeError:
+        raise CallbackError(
+            f"{type(callback).__name__}.{attr}{signature} cannot be called as {attr}(state): trainforge "
+            "calls every hook with one argument, the recipe's State (state.batch, state.outputs, "
+            "state.metrics, state.epoch...). Change it to 'def "
+            f"{attr}(self, state)'."
+        ) from None
 
 
 def hook_methods(callback: Any) -> dict[str, Any]:
@@ -63,7 +107,9 @@ def hook_methods(callback: Any) -> dict[str, Any]:
     Raises ``CallbackError`` for any public callable named ``on_*`` that matches no event, listing the
     valid names, so a misspelled hook fails at registration instead of silently never running. A hook
     set to ``None`` on the instance is left out: a callback that does not need an event in this run
-    (a check due only on accelerators, say) opts out of it at no cost per batch.
+    (a check due only on accelerators, say) opts out of it at no cost per batch. Another library's
+    hook name (``on_batch_begin``, ``on_train_end``: see ``FOREIGN_HOOKS``) and a hook that cannot be
+    called as ``hook(state)`` are errors naming the fix.
 
     >>> class Printer:
     ...     def on_epoch_end(self, state): ...
@@ -78,6 +124,12 @@ def hook_methods(callback: Any) -> dict[str, Any]:
         if not callable(method) or getattr(type(callback), attr, None) is getattr(Callback, attr, 0):
             continue  # not a method, or Callback's inherited no-op
         event = attr[3:]
+        if attr in FOREIGN_HOOKS:
+            raise CallbackError(
+                f"{type(callback).__name__}.{attr} is another library's hook name (Towhee, Keras or "
+                f"Lightning); trainforge calls it '{FOREIGN_HOOKS[attr]}(self, state)'. Rename the method. "
+                f"Valid hooks: {', '.join('on_' + e for e in EVENTS)}."
+            )
         if event not in EVENTS:
             close = difflib.get_close_matches(attr, [f"on_{e}" for e in EVENTS], n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
@@ -86,5 +138,6 @@ def hook_methods(callback: Any) -> dict[str, Any]:
                 f"Valid hooks: {', '.join('on_' + e for e in EVENTS)}. "
                 "Rename the method, or drop the 'on_' prefix if it is not a hook."
             )
+        _check_takes_state(callback, attr, method)
         hooks[event] = method
     return hooks

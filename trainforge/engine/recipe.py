@@ -107,7 +107,12 @@ class Recipe:
         raise AttributeError(f"{type(self).__name__} has no attribute or registered object {name!r}")
 
     def add_callbacks(self, callbacks: Iterable[Any], group: str | None = None) -> None:
+        """Same as ``recipe.callbacks.add_callbacks(callbacks)``."""
         self.callbacks.extend(callbacks, group)
+
+    def add_callback(self, callback: Any, group: str | None = None) -> None:
+        """Same as ``recipe.callbacks.add_callback(callback)``."""
+        self.callbacks.add(callback, group)
 
     # -- devices ---------------------------------------------------------------------------------
     def to(self, device: str | torch.device) -> Recipe:

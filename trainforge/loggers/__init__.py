@@ -34,3 +34,5 @@ __all__ = [
     "read_metrics_jsonl",
     "to_float",
 ]
+
+from . import registered as _registered  # noqa: F401 — fills the registries

@@ -8,9 +8,10 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from torch import Tensor
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-    from torch import Tensor
 
 #: Progress counters that loggers and reports do not treat as metrics.
 COUNTERS: frozenset[str] = frozenset({"epoch", "global_step", "epoch_step"})
@@ -35,7 +36,74 @@ class Logger(Protocol):
 
 
 class BaseLogger:
-    """``Logger`` with the optional methods as no-ops; subclasses implement ``log_metrics`` at least."""
+    """``Logger`` with the optional methods as no-ops; subclasses implement ``log_metrics`` at least.
+
+    A logger is also a recipe callback (Torchélie's way): added to a ``Recipe``, it writes what the
+    recipe posts to ``state.metrics`` every ``log_every`` steps (``-1``: at epoch ends only) and at each
+    epoch end, under ``prefix/`` when a prefix is set. Numbers go to ``log_metrics``; image tensors
+    (``C, H, W`` or ``N, C, H, W``, e.g. a grid a ``TrainAndCall`` function returns) to ``log_images``.
+    The loop's counters are the step, not metrics. A value still the same object as when last logged
+    (a test metric copied by ``CallRecipe``, an image grid) is not logged again: curves get a point per
+    new value, not a flat copy at each cadence. In a recipe run by ``CallRecipe`` the step is the
+    calling recipe's, so test curves line up with training ones. ``fit_end`` flushes. Inside a
+    ``Trainer`` these hooks are not used: the trainer calls the logger itself.
+
+    >>> class Printer(BaseLogger):
+    ...     def log_metrics(self, metrics, step, phase=None, *, epoch=None): print(step, metrics)
+    >>> import torch
+    >>> from trainforge.engine import Recipe
+    >>> recipe = Recipe(lambda x: None, [1, 2, 3])
+    >>> post = type("Post", (), {"on_batch_end": lambda self, s: s.metrics.update(loss=s.global_step / 4)})
+    >>> recipe.callbacks.add(post())
+    >>> recipe.callbacks.add(Printer().every(2, prefix="train"))
+    >>> _ = recipe.run(1)
+    2 {'train/loss': 0.5}
+    3 {'train/loss': 0.75}
+    """
+
+    log_every: int = 10  # recipe-callback cadence; see ``every``
+    prefix: str = ""
+    group = "epilogue"  # after every callback that posts metrics at the same event
+
+    def every(self, log_every: int = 10, prefix: str = "") -> BaseLogger:
+        """Set the recipe-callback cadence (``-1``: epoch ends only) and name prefix; returns ``self``."""
+        if log_every == 0 or log_every < -1:
+            raise ValueError(f"log_every must be a positive number of steps or -1 (epoch ends only), got {log_every}")
+        self.log_every = int(log_every)
+        self.prefix = prefix
+        return self
+
+    def on_batch_end(self, state: Any) -> None:
+        if self.log_every > 0 and state.global_step % self.log_every == 0:
+            self._log_state(state)
+
+    def on_epoch_end(self, state: Any) -> None:
+        self._log_state(state)
+
+    def on_fit_end(self, state: Any) -> None:
+        self.flush()
+
+    def _log_state(self, state: Any) -> None:
+        caller = state.extra.get("caller")  # set by CallRecipe on a nested recipe's state
+        step = (caller if caller is not None else state).global_step
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        numbers: dict[str, float] = {}
+        last = self.__dict__.setdefault("_last_logged", {})
+        for name, value in state.metrics.items():
+            if name in COUNTERS:
+                continue
+            if isinstance(value, (float, Tensor)):  # a view (RunningMean) changes in place: always logged
+                if last.get(name) is value:
+                    continue
+                last[name] = value
+            if _is_image(value):
+                self.log_images(prefix + name, value if value.dim() == 4 else value.unsqueeze(0), step)
+                continue
+            number = to_float(value)  # a device tensor: host sync, at this cadence only
+            if number is not None:
+                numbers[prefix + name] = number
+        if numbers:
+            self.log_metrics(numbers, step=step, phase=self.prefix or None, epoch=state.epoch)
 
     def log_metrics(
         self, metrics: Mapping[str, float], step: int, phase: str | None = None, *, epoch: int | None = None
@@ -128,3 +196,12 @@ def infer_phase(names: Any) -> str:
     """
     prefixes = {name.split("/", 1)[0] if "/" in name else "" for name in names}
     return prefixes.pop() if len(prefixes) == 1 else ""
+
+
+def _is_image(value: Any) -> bool:
+    """A float tensor shaped ``(C, H, W)`` or ``(N, C, H, W)`` with 1 or 3 channels."""
+    dim = getattr(value, "dim", None)
+    if dim is None or not hasattr(value, "is_floating_point") or not value.is_floating_point():
+        return False
+    d = dim()
+    return (d == 3 and value.shape[0] in (1, 3)) or (d == 4 and value.shape[1] in (1, 3))

@@ -26,7 +26,11 @@ class TensorBoardLogger(BaseLogger):
     ...     logger.log_metrics({"train/loss": 0.5}, step=1)
     """
 
-    def __init__(self, log_dir: str | Path, flush_secs: int = 30, enabled: bool | None = None) -> None:
+    def __init__(
+        self, log_dir: str | Path, flush_secs: int = 30, enabled: bool | None = None, log_every: int = 10,
+        prefix: str = "",
+    ) -> None:
+        self.every(log_every, prefix)  # as a recipe callback (see BaseLogger)
         self.log_dir = Path(log_dir)
         self.enabled = is_main_process() if enabled is None else enabled
         self.writer: Any = None

@@ -35,8 +35,10 @@ class VisdomLogger(BaseLogger):
     """
 
     def __init__(
-        self, env: str = "trainforge", server: str = "http://localhost", port: int = 8097, enabled: bool | None = None
+        self, env: str = "trainforge", server: str = "http://localhost", port: int = 8097, enabled: bool | None = None,
+        log_every: int = 10, prefix: str = "",
     ) -> None:
+        self.every(log_every, prefix)  # as a recipe callback (see BaseLogger)
         visdom = import_visdom()
         self.env = env
         self.enabled = is_main_process() if enabled is None else enabled

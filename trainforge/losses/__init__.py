@@ -15,3 +15,5 @@ __all__ = [
     "register_loss",
     "snake_name",
 ]
+
+from . import registered as _registered  # noqa: F401 — fills the registries

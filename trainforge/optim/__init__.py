@@ -8,6 +8,7 @@ from .schedulers import (
     Schedule,
     build_scheduler,
     count_optimizer_steps,
+    has_learning_rate,
     list_schedulers,
     scheduler_needs_metric,
 )
@@ -18,8 +19,11 @@ __all__ = [
     "build_optimizer",
     "build_scheduler",
     "count_optimizer_steps",
+    "has_learning_rate",
     "list_optimizers",
     "list_schedulers",
     "scheduler_needs_metric",
     "trainable_parameters",
 ]
+
+from . import registered as _registered  # noqa: F401 — fills the registries

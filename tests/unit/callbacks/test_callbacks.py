@@ -107,15 +107,17 @@ def test_epoch_metric_avg_names_missing_output():
 
 def test_counter_and_stdout_logger_cadence():
     out = io.StringIO()
-    recipe = Recipe(lambda b: None, list(range(5)))
+    recipe = Recipe(lambda b: {"loss": torch.tensor(float(b))}, list(range(5)))
     recipe.callbacks.add(Counter(), "prologue")
+    recipe.callbacks.add(EpochMetricAvg("loss", post_each_batch=True))
     recipe.callbacks.add(StdoutLogger(log_every=2, prefix="Train", stream=out), "epilogue")
     recipe.run(1)
     lines = out.getvalue().splitlines()
+    # the counters Counter copies are the line's position, not metrics
     assert lines == [
-        "Train | step 2 | epoch=0 global_step=2 epoch_step=2",
-        "Train | step 4 | epoch=0 global_step=4 epoch_step=4",
-        "Train | epoch 1/1 | epoch=0 global_step=5 epoch_step=5",
+        "Train | epoch 1/1 step 2 | loss=0.5",
+        "Train | epoch 1/1 step 4 | loss=1.5",
+        "Train | epoch 1/1 | loss=2",
     ]
 
 

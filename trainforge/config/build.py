@@ -1,0 +1,952 @@
+"""Experiment config -> Python objects through the registries: the model, the joint loss, data sets, the
+optimizers (each over the modules it names) and their schedules, callbacks, and the task trainer — the same
+objects a user could build by hand. ``check_experiment`` does every check that needs no data first."""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import inspect
+import math
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, RegistryError
+from ..registry import check_params, get_registry
+from .schema import (
+    Component,
+    DataPair,
+    ExperimentConfig,
+    MetricSection,
+    OptimizationPair,
+    SchedulerSection,
+)
+
+#: Keys of ``task.params`` that build the model (``trainforge.models.build_model``'s arguments).
+MODEL_KEYS = (
+    "backbone_name", "backbone_params", "neck_name", "neck_params", "pooling_name", "pooling_params",
+    "head_name", "head_params", "num_classes", "in_channels",
+)
+#: ``task.params`` keys TorchOk reads elsewhere (ONNX input shapes): accepted, not passed to the model.
+TASK_EXTRA_KEYS = ("inputs",)
+#: Arguments of the Trainer's constructor: what the build supplies, never ``task.params``.
+_TRAINER_ARGS = ("model", "config", "train_data", "valid_data", "criterion", "optimizer", "scheduler", "callbacks")
+_PRECISION = {32: "32", "32": "32", 16: "16-mixed", "16": "16-mixed", "16-mixed": "16-mixed",
+              "bf16": "bf16-mixed", "bf16-mixed": "bf16-mixed"}
+_NAMED_SCHEDULES = ("constant", "linear", "cosine", "polynomial")
+#: TorchOk / Lightning callbacks that trainforge does differently: name -> (what happens, replacement or None).
+CALLBACK_ALIASES: dict[str, tuple[str, str | None]] = {
+    "ModelCheckpointWithOnnx": ("read as ModelCheckpoint; export ONNX after training with trainforge's export",
+                                "ModelCheckpoint"),
+    "FinalizeLogger": ("not needed: trainforge's loggers close themselves at the end of fit", None),
+    "TQDMProgressBar": ("not needed: trainforge draws its own progress bar (trainer.progress_bar)", None),
+    "LearningRateMonitor": ("not needed: the learning rate is logged as lr at every logging step", None),
+}
+#: Callback keys TorchOk/Lightning take that trainforge decides itself: key -> why it is ignored.
+IGNORED_CALLBACK_KEYS = {
+    "dirpath": "checkpoints always go to <run folder>/checkpoints",
+    "save_weights_only": "checkpoints always hold the full training state; export weights with export_weights",
+    "verbose": "trainforge always reports saved checkpoints",
+}
+FREEZE_ENTRY_KEYS = ("module_name", "epoch", "stages", "module_class", "bn_requires_grad", "bn_track_running_stats")
+
+
+@dataclass
+class Experiment:
+    """What ``build_experiment`` made: the trainer ready to ``fit``, and the data of every phase."""
+
+    config: ExperimentConfig
+    trainer: Any
+    data: dict[str, Any] = field(default_factory=dict)  # phase -> a Dataset, or {name: Dataset}
+    notes: list[str] = field(default_factory=list)
+
+
+# -- the checks before any data is read ----------------------------------------------------------------
+def check_experiment(cfg: ExperimentConfig, mode: str | None = None, notes: list[str] | None = None) -> list[str]:
+    """Every check that needs neither data nor a model: required sections for ``mode``, component names in
+    their registries, parameters against signatures, loss and metric mappings, scheduler monitors.
+    Returns notes about accepted aliases and ignored keys (also printed when the experiment is built)."""
+    notes = [] if notes is None else notes
+    mode = mode or cfg.mode
+    _check_sections(cfg, mode)
+    _check_task(cfg)
+    for phase in ("TRAIN", "VALID", "TEST", "PREDICT"):
+        for i, pair in enumerate(getattr(cfg.data, phase) or []):
+            _check_data_pair(pair, f"data.{phase}[{i}]")
+    if cfg.joint_loss is not None:
+        _build_joint_loss(cfg)  # checks names, params, tags and mapping argument names; cheap
+    metric_names = _check_metrics(cfg)
+    for i, pair in enumerate(cfg.optimization):
+        _check_optimization(pair, i, metric_names)
+    for i, callback in enumerate(cfg.callbacks):
+        _check_callback(callback, i, metric_names, notes)
+    if cfg.logger is not None:
+        _check_logger(cfg, notes)
+    if cfg.trainer.num_sanity_val_steps:
+        notes.append("trainer.num_sanity_val_steps is ignored: trainforge runs no sanity validation")
+    if cfg.hydra:
+        notes.append("hydra.* settings from the file are passed to Hydra, except run.dir/sweep.dir (run folders)")
+    return notes
+
+
+def _check_sections(cfg: ExperimentConfig, mode: str) -> None:
+    if mode == "train":
+        if not cfg.data.TRAIN:
+            raise ConfigError("data.TRAIN is required to train: [{dataset: {name, params}, dataloader: {batch_size}}]")
+        if len(cfg.data.TRAIN) > 1:
+            raise ConfigError(f"data.TRAIN has {len(cfg.data.TRAIN)} pairs; training takes one (merge the data sets)")
+        if cfg.joint_loss is None:
+            raise ConfigError("joint_loss is required to train: joint_loss: {losses: [{name: CrossEntropyLoss}]}")
+        if not cfg.optimization:
+            raise ConfigError("optimization is required to train: [{optimizer: {name: Adam, params: {lr: 0.001}}}]")
+    elif mode == "test" and not cfg.data.TEST:
+        raise ConfigError("data.TEST is required for trainforge test (or +mode=test): a list of dataset pairs")
+    elif mode == "predict" and not cfg.data.PREDICT:
+        raise ConfigError("data.PREDICT is required for trainforge predict (or +mode=predict)")
+    if cfg.seed_params is not None and cfg.task.seed_params is not None:
+        raise ConfigError("seed_params is given twice (top level and task.seed_params); keep one")
+
+
+def task_class(name: str) -> type:
+    """The task trainer registered as ``name`` (``ClassificationTask``...), or the plain ``Trainer``."""
+    tasks = get_registry("tasks")
+    if name in tasks:
+        return tasks.get(name)
+    if name in ("Trainer", "ClassificationTask") and not tasks.list():  # before trainforge.tasks exists
+        from ..trainer import Trainer
+
+        return Trainer
+    return tasks.get(name)  # raises with close matches
+
+
+def _task_keywords(cls: type) -> list[str]:
+    signature = inspect.signature(cls)
+    return [p.name for p in signature.parameters.values()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in _TRAINER_ARGS]
+
+
+def _check_task(cfg: ExperimentConfig) -> None:
+    cls = _wrap_registry_error("task.name", lambda: task_class(cfg.task.name))
+    accepted = [*MODEL_KEYS, *TASK_EXTRA_KEYS, *_task_keywords(cls)]
+    _check_keys(cfg.task.params, accepted, "task.params")
+    for part in ("backbone", "neck", "pooling", "head"):
+        name = cfg.task.params.get(f"{part}_name")
+        params = cfg.task.params.get(f"{part}_params")
+        if params is not None and not isinstance(params, Mapping):
+            raise ConfigError(f"task.params.{part}_params must be a mapping, got {type(params).__name__}")
+        if name is None:
+            if params:
+                raise ConfigError(f"task.params.{part}_params is given without task.params.{part}_name")
+            continue
+        if not _has_composed_models():
+            continue  # before trainforge.models.build_model exists, build_model checks the name itself
+        registry = get_registry(_PART_REGISTRIES[part])
+        target = _wrap_registry_error(f"task.params.{part}_name", lambda r=registry, n=name: r.get(n))
+        if params and part != "backbone":  # a backbone's params go to the library (timm) that checks them
+            _check_signature(target, dict(params), f"task.params.{part}_params", skip=("in_channels",))
+    if cfg.task.load_checkpoint is not None:
+        from ..pretrained import check_load_checkpoint_options
+
+        check_load_checkpoint_options(_load_checkpoint_options(cfg.task.load_checkpoint), "task.load_checkpoint")
+
+
+def _load_checkpoint_options(options: dict[str, Any]) -> dict[str, Any]:
+    from ..pretrained import TORCHOK_NAMES
+
+    return {TORCHOK_NAMES.get(k, k): v for k, v in options.items()}
+
+
+def _check_data_pair(pair: DataPair, where: str) -> None:
+    cls = _wrap_registry_error(f"{where}.dataset.name", lambda: dataset_class(pair.dataset.name))
+    _check_signature(cls, pair.dataset.params, f"{where}.dataset.params", skip=("transform", "augment"))
+    for key in ("transform", "augment"):
+        for j, item in enumerate(getattr(pair.dataset, key)):
+            _check_transform(item, f"{where}.dataset.{key}[{j}]")
+    if pair.sampler is not None:
+        sampler = _wrap_registry_error(f"{where}.sampler.name", lambda: get_registry("samplers").get(pair.sampler.name))
+        _check_signature(sampler, pair.sampler.params, f"{where}.sampler.params", skip=("dataset", "data_source"))
+    loader = pair.dataloader
+    for key in ("batch_size",):
+        if getattr(loader, key) < 1:
+            raise ConfigError(f"{where}.dataloader.{key} must be >= 1, got {getattr(loader, key)}")
+    if loader.num_workers < 0:
+        raise ConfigError(f"{where}.dataloader.num_workers must be >= 0, got {loader.num_workers}")
+    if pair.limit is not None and pair.limit < 1:
+        raise ConfigError(f"{where}.limit must be a positive number of samples, got {pair.limit}")
+
+
+def _check_transform(item: Component, where: str) -> None:
+    target = _wrap_registry_error(f"{where}.name", lambda: get_registry("transforms").get(item.name))
+    params = dict(item.params)
+    for key in ("transforms",):  # compositions (OneOf, Compose) hold a list of components
+        if isinstance(params.get(key), list):
+            for k, sub in enumerate(params[key]):
+                from .schema import parse
+
+                _check_transform(parse(Component, sub, f"{where}.params.{key}[{k}]"), f"{where}.params.{key}[{k}]")
+            params.pop(key)
+    _check_signature(target, params, f"{where}.params", skip=("transforms",))
+
+
+def _check_metrics(cfg: ExperimentConfig) -> set[str]:
+    """The metric names the run will log (``valid/accuracy``...), after checking each metric."""
+    from ..metrics.build import snake_name
+    from ..metrics.manager import normalize_phase
+
+    names = {"train/loss", "valid/loss", "lr"}
+    for i, metric in enumerate(cfg.metrics):
+        where = f"metrics[{i}]"
+        cls = _wrap_registry_error(f"{where}.name", lambda m=metric: get_registry("metrics").get(m.name))
+        _check_signature(cls, metric.params, f"{where}.params")
+        instance = _build_metric(cls, metric, cfg.task.params.get("num_classes"), where)
+        if metric.mapping is not None:
+            update = inspect.signature(type(instance).update).parameters
+            if not any(p.kind is p.VAR_KEYWORD or p.kind is p.VAR_POSITIONAL for p in update.values()):
+                _check_keys(metric.mapping, [p for p in update if p != "self"], f"{where}.mapping")
+        phases = metric.phases or ["TRAIN", "VALID", "TEST"]
+        for j, phase in enumerate(phases):
+            try:
+                normalize_phase(phase)
+            except ConfigError:
+                raise ConfigError(
+                    f"{where}.phases[{j}]={phase!r} is not a phase; expected TRAIN, VALID, TEST or PREDICT"
+                ) from None
+        display = metric.tag or snake_name(metric.name)
+        names.update(f"{p.lower()}/{display}" for p in phases)
+    for pair in (cfg.data.VALID or [])[1:]:
+        if pair.name:
+            names.update(n.replace("valid/", f"valid_{pair.name}/") for n in list(names) if n.startswith("valid/"))
+    return names
+
+
+def _build_metric(cls: type, metric: MetricSection, num_classes: Any, where: str) -> Any:
+    """One instance, to check the parameters (torchmetrics validates them when built) and to read the
+    argument names of the concrete class's ``update`` (``Accuracy`` builds a ``MulticlassAccuracy``)."""
+    from ..metrics.build import resolve_params
+
+    try:
+        return cls(**resolve_params(cls, dict(metric.params), num_classes if isinstance(num_classes, int) else None))
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}.params: {metric.name} rejects them: {error}") from None
+
+
+def _check_monitor(monitor: str | None, names: set[str], where: str) -> None:
+    if monitor is not None and monitor not in names:
+        import difflib
+
+        close = difflib.get_close_matches(monitor, sorted(names), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"{where}={monitor!r} is not a metric this run logs{hint} (logged: {', '.join(sorted(names))})"
+        )
+
+
+def _check_optimization(pair: OptimizationPair, index: int, metric_names: set[str]) -> None:
+    where = f"optimization[{index}]"
+    cls = _wrap_registry_error(f"{where}.optimizer.name", lambda: get_registry("optimizers").get(pair.optimizer.name))
+    params = dict(pair.optimizer.params)
+    if "lr" not in params:
+        raise ConfigError(
+            f"{where}.optimizer.params.lr is required, e.g. optimizer: {{name: Adam, params: {{lr: 0.001}}}}"
+        )
+    lr = params["lr"]
+    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not (math.isfinite(lr) and lr > 0):
+        raise ConfigError(f"{where}.optimizer.params.lr must be a positive number, got {params['lr']!r}")
+    if pair.optimizer.name.lower() in _torch_optimizer_names():
+        _check_signature(cls, params, f"{where}.optimizer.params", skip=("params",))
+    for j, rule in enumerate(pair.param_groups):
+        for key in ("lr_mult", "weight_decay_mult"):
+            if getattr(rule, key) < 0:
+                raise ConfigError(f"{where}.param_groups[{j}].{key} must be >= 0, got {getattr(rule, key)}")
+    if pair.scheduler is not None:
+        _check_scheduler(pair.scheduler, f"{where}.scheduler", metric_names)
+
+
+def _torch_optimizer_names() -> set[str]:
+    from ..optim.optimizers import _torch_optimizers
+
+    return set(_torch_optimizers())
+
+
+def _check_scheduler(section: SchedulerSection, where: str, metric_names: set[str]) -> None:
+    from ..optim import build_scheduler, scheduler_needs_metric
+
+    _wrap_registry_error(f"{where}.name", lambda: get_registry("schedulers").get(section.name))
+    probe = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)  # builds it once: every argument checked
+    try:
+        scheduler = build_scheduler(section.name, probe, total_steps=100, **section.params)
+    except ConfigError as error:
+        raise ConfigError(f"{where}.params: {error}") from None
+    stepping = section.pl_params
+    if stepping.frequency < 1:
+        raise ConfigError(f"{where}.pl_params.frequency must be >= 1, got {stepping.frequency}")
+    if scheduler_needs_metric(scheduler):
+        if stepping.monitor is None:
+            raise ConfigError(f"{where}.pl_params.monitor is required by {section.name}, e.g. monitor: valid/loss")
+        if stepping.interval == "step":
+            raise ConfigError(f"{where}.pl_params.interval: {section.name} steps after evaluation; use epoch")
+        _check_monitor(stepping.monitor, metric_names, f"{where}.pl_params.monitor")
+
+
+def _check_callback(callback: Component, index: int, metric_names: set[str], notes: list[str]) -> None:
+    where = f"callbacks[{index}]"
+    name = callback.name
+    if name in CALLBACK_ALIASES:
+        what, replacement = CALLBACK_ALIASES[name]
+        notes.append(f"{where}.name={name!r}: {what}")
+        if replacement is None:
+            return
+        name = replacement
+    cls = _wrap_registry_error(f"{where}.name", lambda: get_registry("callbacks").get(name))
+    params = dict(callback.params)
+    for key in list(params):
+        if key in IGNORED_CALLBACK_KEYS:
+            notes.append(f"{where}.params.{key} is ignored: {IGNORED_CALLBACK_KEYS[key]}")
+            params.pop(key)
+    if name == "FreezeUnfreeze" and "freeze_modules" in params:
+        _check_keys(params, ["freeze_modules"], f"{where}.params")
+        entries = params["freeze_modules"]
+        if not isinstance(entries, list):
+            raise ConfigError(f"{where}.params.freeze_modules must be a list of {{module_name, epoch, ...}}")
+        for j, entry in enumerate(entries):
+            if not isinstance(entry, Mapping) or "module_name" not in entry:
+                raise ConfigError(f"{where}.params.freeze_modules[{j}] needs module_name (\"\" for the whole model)")
+            _check_keys(entry, FREEZE_ENTRY_KEYS, f"{where}.params.freeze_modules[{j}]")
+        return
+    _check_signature(cls, params, f"{where}.params", skip=("model", "optimizer", "dirpath", "scheduler"))
+    for key in ("monitor",):
+        if key in params:
+            _check_monitor(params[key], metric_names, f"{where}.params.{key}")
+
+
+def _check_logger(cfg: ExperimentConfig, notes: list[str]) -> None:
+    logger = cfg.logger
+    cls = _wrap_registry_error("logger.name", lambda: get_registry("loggers").get(logger.name))
+    _check_signature(cls, logger.params, "logger.params", skip=("log_dir", "path", "enabled"))
+    if logger.log_dir is not None:
+        notes.append("logger.log_dir is ignored: run folders are runs/<experiment_name>/<timestamp> "
+                     "(set hydra.run.dir=... on the command line to choose one)")
+    if logger.timestamp is not None:
+        notes.append("logger.timestamp is ignored: trainforge names run folders by time itself")
+
+
+# -- building -----------------------------------------------------------------------------------------
+def build_experiment(
+    cfg: ExperimentConfig, run_dir: str | os.PathLike[str], mode: str | None = None, name: str = "experiment"
+) -> Experiment:
+    """Build the trainer of ``cfg`` writing into ``run_dir`` — after ``check_experiment``, so a broken
+    config fails before any data is read.
+
+    Objects are built in the order a user would: model (with forever-frozen parts), loss, optimizers over
+    the modules each names, data sets, schedules sized by the training loader, callbacks, the task trainer.
+    """
+    mode = mode or cfg.mode
+    notes = check_experiment(cfg, mode)
+    for note in notes:
+        print(f"trainforge: note: {note}", file=sys.stderr)
+    seed = (cfg.seed_params or cfg.task.seed_params or _default_seed()).seed
+    torch.manual_seed(seed)  # the model's initial weights follow the experiment's seed
+    model = build_model(cfg)
+    _freeze_entries(cfg, model)
+    criterion = _build_joint_loss(cfg) if cfg.joint_loss is not None else None
+    training_config = to_training_config(cfg, run_dir, mode, name)
+    data = {phase: _build_phase(cfg, phase) for phase in ("TRAIN", "VALID", "TEST", "PREDICT")
+            if getattr(cfg.data, phase) and (phase != "TRAIN" or mode == "train")}
+    optimizers: list[tuple[Any, Any, str]] = []
+    extra_callbacks: list[Any] = []
+    if mode == "train":
+        from ..callbacks import Optimizer
+
+        optimizers = _build_optimizers(cfg, model, data["TRAIN"], training_config)
+        extra_callbacks += _plateau_callbacks(optimizers)
+        # a metric-driven schedule steps in PlateauStep, never in the Optimizer callback
+        optimizers = [(o, None if s is not None and _needs_metric(s) else s, i, p) for o, s, i, p in optimizers]
+        for optimizer, scheduler, interval, _ in optimizers[1:]:  # the Trainer steps the first itself
+            extra_callbacks.append(Optimizer(optimizer, accumulation=training_config.accumulate_grad_batches,
+                                             clip_grad_norm=training_config.gradient_clip_val,
+                                             scheduler=scheduler, scheduler_interval=interval))
+    first = optimizers[0] if optimizers else (None, None, "step", None)
+    training_config = dataclasses.replace(training_config, scheduler_interval=first[2])
+    callbacks = [*_build_callbacks(cfg, model, first[0]), *extra_callbacks]
+    cls = task_class(cfg.task.name)
+    task_kwargs = {k: v for k, v in cfg.task.params.items() if k in _task_keywords(cls)}
+    if "compute_loss_on_valid" in _task_keywords(cls):
+        task_kwargs.setdefault("compute_loss_on_valid", cfg.task.compute_loss_on_valid)
+    elif not cfg.task.compute_loss_on_valid:
+        raise ConfigError(f"task.compute_loss_on_valid=false is not supported by {cls.__name__}; remove it")
+    trainer = cls(
+        model, training_config, train_data=data.get("TRAIN"), valid_data=data.get("VALID"), criterion=criterion,
+        optimizer=first[0], scheduler=first[1], callbacks=callbacks, **task_kwargs,
+    )
+    classes = getattr(data.get("TRAIN") or data.get("VALID") or data.get("TEST"), "classes", None)
+    if classes is not None:
+        trainer.class_names = [str(c) for c in classes]
+    return Experiment(cfg, trainer, data, notes)
+
+
+def _default_seed() -> Any:
+    from .schema import SeedParams
+
+    return SeedParams()
+
+
+def build_model(cfg: ExperimentConfig) -> nn.Module:
+    """The model of ``task.params`` through ``trainforge.models.build_model``."""
+    params = {k: v for k, v in cfg.task.params.items() if k in MODEL_KEYS}
+    if "backbone_name" not in params:
+        raise ConfigError(
+            "task.params.backbone_name is required, e.g. backbone_name: resnet18 (trainforge ls backbones)"
+        )
+    try:
+        from ..models import build_model as build
+    except ImportError:  # before composed models exist: our small networks by name
+        build = _build_small_model
+    try:
+        return build(**params)
+    except RegistryError as error:
+        raise ConfigError(f"task.params: {error}") from None
+
+
+def _build_small_model(backbone_name: str, backbone_params: dict | None = None, num_classes: int | None = None,
+                       in_channels: int = 3, **parts: Any) -> nn.Module:
+    from ..models import SmallCNN
+
+    if backbone_name != "SmallCNN" or any(parts.values()):
+        raise RegistryError(f"backbones has no {backbone_name!r}; did you mean 'SmallCNN'?")
+    return SmallCNN(in_channels=in_channels, num_classes=num_classes or 10, **(backbone_params or {}))
+
+
+def _build_joint_loss(cfg: ExperimentConfig) -> nn.Module:
+    from ..losses import JointLoss
+
+    terms = []
+    for term in cfg.joint_loss.losses:
+        entry = {"name": term.name, "weight": term.weight, "params": dict(term.params)}
+        if term.tag is not None:
+            entry["tag"] = term.tag
+        if term.mapping is not None:
+            entry["mapping"] = dict(term.mapping)
+        terms.append(entry)
+    for i, term in enumerate(cfg.joint_loss.losses):
+        _wrap_registry_error(f"joint_loss.losses[{i}].name", lambda t=term: get_registry("losses").get(t.name))
+    try:
+        return JointLoss(terms, normalize_weights=cfg.joint_loss.normalize_weights)
+    except ConfigError as error:
+        raise ConfigError(str(error).replace("loss ", "joint_loss: loss ", 1) if "joint_loss" not in str(error)
+                          else str(error)) from None
+
+
+def to_training_config(
+    cfg: ExperimentConfig, run_dir: str | os.PathLike[str], mode: str = "train", name: str = "experiment"
+) -> Any:
+    """The ``TrainingConfig`` of an experiment: trainer settings, the loader settings of its first data
+    set, metrics, seeds, checkpoint and early-stopping policies from the callbacks."""
+    from ..training_config import TrainingConfig
+
+    t = cfg.trainer
+    main_phase = {"train": "TRAIN", "test": "TEST", "predict": "PREDICT"}[mode]
+    main = (getattr(cfg.data, main_phase) or [DataPair(dataset=None)])[0]  # type: ignore[arg-type]
+    evaluation = (cfg.data.VALID or getattr(cfg.data, main_phase) or [main])[0]
+    seeds = cfg.seed_params or cfg.task.seed_params or _default_seed()
+    values: dict[str, Any] = {
+        "output_dir": str(run_dir),
+        "experiment_name": cfg.logger.experiment_name if cfg.logger and cfg.logger.experiment_name else name,
+        "seed": seeds.seed,
+        "deterministic": t.deterministic,
+        "batch_size": main.dataloader.batch_size,
+        "eval_batch_size": evaluation.dataloader.batch_size,
+        "num_workers": main.dataloader.num_workers,
+        "pin_memory": main.dataloader.pin_memory,
+        "drop_last": main.dataloader.drop_last,
+        "persistent_workers": main.dataloader.persistent_workers,
+        "data_timeout": main.dataloader.timeout,
+        "max_epochs": t.max_epochs,
+        "eval_strategy": t.eval_strategy,
+        "eval_steps": t.eval_steps,
+        "scheduler": None,  # built here and handed over, sized by the training loader
+        "accumulate_grad_batches": t.accumulate_grad_batches,
+        "gradient_clip_val": t.gradient_clip_val,
+        "ema_decay": t.ema_decay,
+        "freeze_batchnorm": t.freeze_batchnorm,
+        "device": _device(t.accelerator, t.devices),
+        "precision": _PRECISION[t.precision],
+        "compile": t.compile,
+        "channels_last": t.channels_last,
+        "metrics": [_metric_spec(m) for m in cfg.metrics],
+        "print_steps": t.print_steps,
+        "progress_bar": t.progress_bar,
+        "log_every_n_steps": t.log_every_n_steps,
+        "tensorboard": cfg.logger is not None and cfg.logger.name in ("TensorBoardLogger", "tensorboard"),
+        "report": t.report,
+        "non_finite": t.non_finite,
+        "load_best_model_at_end": t.load_best_model_at_end,
+    }
+    if cfg.task.load_checkpoint is not None:
+        values["load_checkpoint"] = _load_checkpoint_options(cfg.task.load_checkpoint)
+    elif mode != "train" and cfg.resume_path is not None:  # test / predict the weights of a trained run
+        values["load_checkpoint"] = {"base_path": str(checkpoint_of(cfg.resume_path))}
+    for callback in cfg.callbacks:
+        name = CALLBACK_ALIASES.get(callback.name, (None, callback.name))[1]
+        params = {k: v for k, v in callback.params.items() if k not in IGNORED_CALLBACK_KEYS}
+        if name == "ModelCheckpoint":
+            values["checkpoint"] = {"monitor": None, "mode": "min", "save_top_k": 1, "save_last": True, **params}
+        elif name == "EarlyStopping":
+            values["early_stopping"] = params
+        elif name == "EMA":
+            values["ema_decay"] = params.get("decay", 0.999)
+        elif name == "FreezeBatchNorm":
+            values["freeze_batchnorm"] = True
+    try:
+        return TrainingConfig(**values)
+    except ConfigError as error:
+        raise ConfigError(f"trainer: {error}") from None
+
+
+def checkpoint_of(path: str | os.PathLike[str]) -> Path:
+    """The checkpoint ``path`` names: itself, or a run folder's newest intact checkpoint."""
+    from ..checkpoint import find_resume_checkpoint
+
+    folder = Path(path)
+    if (folder / "checkpoints").is_dir():
+        found = find_resume_checkpoint(folder / "checkpoints")
+        if found is None:
+            raise ConfigError(f"resume_path={str(path)!r}: the run folder has no intact checkpoint")
+        return Path(found)
+    if not folder.exists():
+        raise ConfigError(f"resume_path={str(path)!r} does not exist; give a run folder or a checkpoint")
+    return folder
+
+
+def _device(accelerator: str, devices: Any) -> str | None:
+    if accelerator == "cpu":
+        return "cpu"
+    if accelerator == "auto" and devices in (None, "auto"):
+        return None
+    if isinstance(devices, list):
+        if len(devices) != 1:
+            raise ConfigError(f"trainer.devices={devices}: one process uses one device; launch with torchrun for more")
+        devices = devices[0]
+    if devices in (None, "auto", 1):
+        return "cuda"
+    if isinstance(devices, int):
+        return f"cuda:{devices}"
+    raise ConfigError(f"trainer.devices={devices!r}: expected a GPU index, a one-element list or 'auto'")
+
+
+def _metric_spec(metric: MetricSection) -> dict[str, Any]:
+    spec: dict[str, Any] = {"name": metric.name, "params": dict(metric.params)}
+    if metric.mapping is not None:
+        spec["mapping"] = dict(metric.mapping)
+    if metric.phases is not None:
+        spec["phases"] = list(metric.phases)
+    if metric.tag is not None:
+        spec["alias"] = metric.tag
+    return spec
+
+
+# -- data -------------------------------------------------------------------------------------------------
+def dataset_class(name: str) -> Any:
+    """The data set class registered as ``name``."""
+    datasets = get_registry("datasets")
+    if name == "Digits" and name not in datasets:  # before the data-set registry is filled
+        return _digits
+    return datasets.get(name)
+
+
+def _digits(train: bool = True, valid_fraction: float = 0.2, seed: int = 0) -> Any:
+    """scikit-learn's 8x8 digits: the training or validation part of a fixed stratified split."""
+    from ..data import DIGITS_CLASSES, load_digits_split
+
+    dataset = load_digits_split(valid_fraction=valid_fraction, seed=seed)[0 if train else 1]
+    dataset.classes = list(DIGITS_CLASSES)
+    return dataset
+
+
+def _has_composed_models() -> bool:
+    import importlib
+
+    return hasattr(importlib.import_module("trainforge.models"), "build_model")
+
+
+_PART_REGISTRIES = {"backbone": "backbones", "neck": "necks", "pooling": "poolings", "head": "heads"}
+
+
+def _build_phase(cfg: ExperimentConfig, phase: str) -> Any:
+    pairs: list[DataPair] = getattr(cfg.data, phase)
+    limit_batches = {"TRAIN": cfg.trainer.limit_train_batches, "VALID": cfg.trainer.limit_val_batches}.get(phase)
+    built = {}
+    for i, pair in enumerate(pairs):
+        name = pair.name or (str(i) if i else phase.lower())
+        if name in built:
+            raise ConfigError(f"data.{phase}[{i}].name={name!r} is used twice; give each data set its own name")
+        dataset = build_dataset(pair, f"data.{phase}[{i}]", train=phase == "TRAIN")
+        limit = pair.limit
+        if limit_batches is not None:
+            limit = min(limit or 10**18, limit_batches * pair.dataloader.batch_size)
+        if limit is not None and limit < len(dataset):
+            classes = getattr(dataset, "classes", None)
+            dataset = torch.utils.data.Subset(dataset, range(limit))
+            if classes is not None:
+                dataset.classes = classes
+        built[name] = dataset
+    if phase == "TRAIN" or len(built) == 1:
+        return next(iter(built.values()))
+    return built
+
+
+def build_dataset(pair: DataPair, where: str, train: bool = False) -> Any:
+    """The data set of one pair, with its transform and (training data only) augment pipelines."""
+    cls = dataset_class(pair.dataset.name)
+    transform = build_transforms(pair.dataset.transform, f"{where}.dataset.transform")
+    augment = build_transforms(pair.dataset.augment, f"{where}.dataset.augment")
+    params = dict(pair.dataset.params)
+    accepted = inspect.signature(cls).parameters
+    for key, value in (("transform", transform), ("augment", augment)):
+        if key in accepted:
+            params[key] = value
+        elif value is not None:
+            raise ConfigError(f"{where}.dataset.{key}: {pair.dataset.name} takes no {key}; remove the list")
+    try:
+        return cls(**params)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, OSError) as error:
+        raise ConfigError(f"{where}.dataset: {pair.dataset.name}({_show(params)}) failed: {error}") from error
+
+
+def build_transforms(items: list[Component], where: str) -> Any:
+    """An albumentations ``Compose`` of the named transforms (nested ``transforms`` lists built too); None
+    for an empty list."""
+    if not items:
+        return None
+    import albumentations as A
+
+    return A.Compose([_build_transform(item, f"{where}[{i}]") for i, item in enumerate(items)])
+
+
+def _build_transform(item: Component, where: str) -> Any:
+    from .schema import parse
+
+    params = dict(item.params)
+    if isinstance(params.get("transforms"), list):
+        params["transforms"] = [
+            _build_transform(parse(Component, sub, f"{where}.params.transforms[{k}]"),
+                             f"{where}.params.transforms[{k}]")
+            for k, sub in enumerate(params["transforms"])
+        ]
+    target = get_registry("transforms").get(item.name)
+    try:
+        return target(**params)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}: {item.name}({_show(params)}) failed: {error}") from error
+
+
+def _show(params: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in params.items() if k not in ("transform", "augment"))
+
+
+# -- optimization -------------------------------------------------------------------------------------------
+def _build_optimizers(cfg: ExperimentConfig, model: nn.Module, train: Any, tc: Any) -> list[tuple[Any, Any, str, Any]]:
+    """One ``(optimizer, scheduler, interval, pair)`` per optimization pair: each optimizer gets only the
+    parameters of the modules it names; a parameter named by two optimizers is an error."""
+    from ..optim import build_optimizer, count_optimizer_steps
+
+    owner: dict[int, int] = {}
+    named = dict(model.named_parameters())
+    claimed: list[list[str]] = []
+    for i, pair in enumerate(cfg.optimization):
+        names = _parameters_of(model, pair.modules, f"optimization[{i}].modules")
+        for name in names:
+            if id(named[name]) in owner:
+                raise ConfigError(
+                    f"optimization[{i}].modules and optimization[{owner[id(named[name])]}].modules both take "
+                    f"parameter {name!r}; each parameter belongs to one optimizer"
+                )
+            owner[id(named[name])] = i
+        claimed.append(names)
+    unnamed = [i for i, pair in enumerate(cfg.optimization) if pair.modules is None]
+    if len(unnamed) > 1:
+        raise ConfigError(f"optimization{unnamed} name no modules; all but one optimizer must list its modules")
+    batches = _batches_per_epoch(train, tc)
+    built = []
+    for i, (pair, names) in enumerate(zip(cfg.optimization, claimed)):
+        if pair.modules is None:  # all parameters no other optimizer takes
+            names = [n for n, p in named.items() if id(p) not in owner or owner[id(p)] == i]
+        groups = _param_groups(model, names, pair, f"optimization[{i}]")
+        if not groups:
+            raise ConfigError(f"optimization[{i}] has no trainable parameters (modules={pair.modules}; all frozen?)")
+        params = dict(pair.optimizer.params)
+        lr = params.pop("lr")
+        optimizer = build_optimizer(pair.optimizer.name, groups, lr=lr, **params)
+        scheduler, interval = None, "step"
+        if pair.scheduler is not None:
+            interval = pair.scheduler.pl_params.interval or (
+                "step" if pair.scheduler.name.lower() in _NAMED_SCHEDULES else "epoch")
+            total = count_optimizer_steps(batches, tc.max_epochs, tc.accumulate_grad_batches)
+            scheduler = _build_scheduler(pair.scheduler, optimizer, total if interval == "step" else tc.max_epochs)
+        built.append((optimizer, scheduler, interval, pair))
+    return built
+
+
+def _build_scheduler(section: SchedulerSection, optimizer: Any, total_steps: int) -> Any:
+    from ..optim import build_scheduler
+
+    frequency = section.pl_params.frequency
+    scheduler = build_scheduler(section.name, optimizer, total_steps=max(1, math.ceil(total_steps / frequency)),
+                                **section.params)
+    return scheduler if frequency == 1 else EveryN(scheduler, frequency)
+
+
+class EveryN:
+    """Steps ``scheduler`` once every ``frequency`` calls (TorchOk's ``pl_params.frequency``); resumable."""
+
+    def __init__(self, scheduler: Any, frequency: int) -> None:
+        self.scheduler, self.frequency, self.calls = scheduler, frequency, 0
+
+    def step(self, *args: Any) -> None:
+        self.calls += 1
+        if self.calls % self.frequency == 0:
+            self.scheduler.step(*args)
+
+    def get_last_lr(self) -> list[float]:
+        return self.scheduler.get_last_lr()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"calls": self.calls, "scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.calls = int(state["calls"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+
+def _needs_metric(scheduler: Any) -> bool:
+    from ..optim import scheduler_needs_metric
+
+    return scheduler_needs_metric(getattr(scheduler, "scheduler", scheduler))
+
+
+class PlateauStep:
+    """Steps a metric-driven schedule (``ReduceLROnPlateau``) at epoch end with the monitored value."""
+
+    group = "middle"
+
+    def __init__(self, scheduler: Any, monitor: str) -> None:
+        self.scheduler, self.monitor = scheduler, monitor
+
+    def on_epoch_end(self, state: Any) -> None:
+        value = state.metrics.get(self.monitor)
+        if value is None:
+            raise ConfigError(
+                f"pl_params.monitor={self.monitor!r} was not logged this epoch; "
+                f"logged: {', '.join(sorted(state.metrics))}"
+            )
+        self.scheduler.step(float(value))
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.scheduler.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.scheduler.load_state_dict(state)
+
+
+def _plateau_callbacks(optimizers: list[tuple[Any, Any, str, Any]]) -> list[Any]:
+    return [PlateauStep(scheduler, pair.scheduler.pl_params.monitor)
+            for _, scheduler, _, pair in optimizers if scheduler is not None and _needs_metric(scheduler)]
+
+
+def _batches_per_epoch(train: Any, tc: Any) -> int:
+    from ..data import ResumableLoader
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    loader = ResumableLoader(train, batch_size=tc.batch_size, shuffle=True, drop_last=tc.drop_last, seed=tc.seed,
+                             rank=rank, world_size=world)
+    return len(loader)
+
+
+def _parameters_of(model: nn.Module, modules: list[str] | None, where: str) -> list[str]:
+    if modules is None:
+        return []
+    known = dict(model.named_modules())
+    names: list[str] = []
+    for j, module in enumerate(modules):
+        if module not in known:
+            import difflib
+
+            top = [n for n in known if n and "." not in n]
+            close = difflib.get_close_matches(module, list(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"{where}[{j}]={module!r} is not a module of the model{hint} (top level: {', '.join(top)})"
+            )
+        prefix = f"{module}." if module else ""
+        names += [prefix + n for n, _ in known[module].named_parameters()]
+    return names
+
+
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+def _param_groups(model: nn.Module, names: list[str], pair: OptimizationPair, where: str) -> list[dict[str, Any]]:
+    """Parameter groups by rule: the first matching ``param_groups`` pattern sets lr and weight-decay
+    multipliers; ``no_decay_norm_and_bias`` removes decay from norm layers and biases."""
+    params = dict(model.named_parameters())
+    norm_params = {f"{m}.{p}" if m else p for m, module in model.named_modules() if isinstance(module, _NORMS)
+                   for p, _ in module.named_parameters(recurse=False)}
+    lr = pair.optimizer.params["lr"]
+    decay = pair.optimizer.params.get("weight_decay")
+    groups: dict[tuple[float, float | None], list[Any]] = {}
+    used = [False] * len(pair.param_groups)
+    for name in names:
+        param = params[name]
+        if not param.requires_grad:
+            continue
+        lr_mult, wd_mult = 1.0, 1.0
+        for j, rule in enumerate(pair.param_groups):
+            if fnmatch.fnmatchcase(name, rule.pattern):
+                lr_mult, wd_mult, used[j] = rule.lr_mult, rule.weight_decay_mult, True
+                break
+        if pair.no_decay_norm_and_bias and (name in norm_params or name.endswith(".bias") or name == "bias"):
+            wd_mult = 0.0
+        key = (lr * lr_mult, None if decay is None and wd_mult == 1.0 else (decay or 0.0) * wd_mult)
+        groups.setdefault(key, []).append(param)
+    for j, was_used in enumerate(used):
+        if not was_used:
+            raise ConfigError(
+                f"{where}.param_groups[{j}].pattern={pair.param_groups[j].pattern!r} matches no parameter of this "
+                f"optimizer (e.g. {', '.join(names[:3])})"
+            )
+    out = []
+    for (group_lr, group_decay), group_params in groups.items():
+        group: dict[str, Any] = {"params": group_params, "lr": group_lr}
+        if group_decay is not None:
+            group["weight_decay"] = group_decay
+        out.append(group)
+    return out
+
+
+# -- callbacks -----------------------------------------------------------------------------------------------
+def _build_callbacks(cfg: ExperimentConfig, model: nn.Module, optimizer: Any) -> list[Any]:
+    """Callback objects; ModelCheckpoint, EarlyStopping, EMA and FreezeBatchNorm become Trainer settings
+    (``to_training_config``), TorchOk's freeze lists become ``FreezeUnfreeze`` callbacks."""
+    built: list[Any] = []
+    for i, callback in enumerate(cfg.callbacks):
+        name = CALLBACK_ALIASES.get(callback.name, (None, callback.name))[1]
+        if name in (None, "ModelCheckpoint", "EarlyStopping", "EMA", "FreezeBatchNorm"):
+            continue
+        params = {k: v for k, v in callback.params.items() if k not in IGNORED_CALLBACK_KEYS}
+        if name == "FreezeUnfreeze" and "freeze_modules" in params:
+            built += _scheduled_unfreezes(model, optimizer, params["freeze_modules"], f"callbacks[{i}]")
+            continue
+        cls = get_registry("callbacks").get(name)
+        accepted = inspect.signature(cls).parameters
+        context = {"model": model, "optimizer": optimizer}
+        params.update({k: v for k, v in context.items() if k in accepted and k not in params})
+        try:
+            built.append(cls(**params))
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"callbacks[{i}] ({callback.name}): {error}") from error
+    if cfg.logger is not None and cfg.logger.name not in ("TensorBoardLogger", "tensorboard"):
+        built.append(_build_logger(cfg))
+    return built
+
+
+def _build_logger(cfg: ExperimentConfig) -> Any:
+    cls = get_registry("loggers").get(cfg.logger.name)
+    try:
+        return cls(**cfg.logger.params)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"logger ({cfg.logger.name}): {error}") from error
+
+
+def _freeze_entries(cfg: ExperimentConfig, model: nn.Module) -> None:
+    """Apply TorchOk's forever-freezes (entries without ``epoch``) before any optimizer is built."""
+    for i, callback in enumerate(cfg.callbacks):
+        if callback.name != "FreezeUnfreeze" or "freeze_modules" not in callback.params:
+            continue
+        for j, entry in enumerate(callback.params["freeze_modules"]):
+            where = f"callbacks[{i}].params.freeze_modules[{j}]"
+            for module in _freeze_targets(model, entry, where):
+                if entry.get("epoch") is None:
+                    _freeze(module, entry)
+
+
+def _freeze_targets(model: nn.Module, entry: Mapping[str, Any], where: str) -> list[nn.Module]:
+    name = entry["module_name"]
+    try:
+        root = model.get_submodule(name) if name else model
+    except AttributeError:
+        top = ", ".join(n for n, _ in model.named_children())
+        raise ConfigError(f"{where}.module_name={name!r} is not a module of the model (top level: {top})") from None
+    modules = [root]
+    stages = entry.get("stages")
+    if stages is not None:
+        children = list(root.children())
+        if not isinstance(stages, int) or isinstance(stages, bool) or not 0 <= stages < len(children):
+            raise ConfigError(f"{where}.stages={stages!r}: expected 0..{len(children) - 1} (the stem and N stages)")
+        modules = children[: stages + 1]
+    wanted = entry.get("module_class")
+    if wanted is not None:
+        modules = [m for root_m in modules for m in root_m.modules()
+                   if any(c.__name__ == wanted for c in type(m).__mro__)]
+        if not modules:
+            raise ConfigError(f"{where}.module_class={wanted!r} matches no module under {name!r}")
+    return modules
+
+
+def _freeze(module: nn.Module, entry: Mapping[str, Any]) -> None:
+    requires_grad = bool(entry.get("bn_requires_grad", False)) if entry.get("module_class") else False
+    module.requires_grad_(requires_grad)
+    if entry.get("bn_track_running_stats") is False:
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.track_running_stats = False
+
+
+def _scheduled_unfreezes(model: nn.Module, optimizer: Any, entries: list[Any], where: str) -> list[Any]:
+    from ..callbacks import FreezeUnfreeze
+
+    built = []
+    for j, entry in enumerate(entries):
+        if entry.get("epoch") is None:
+            continue
+        epoch = entry["epoch"]
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+            raise ConfigError(f"{where}.params.freeze_modules[{j}].epoch must be an integer >= 0, got {epoch!r}")
+        built.append(FreezeUnfreeze(model, optimizer, modules=[entry["module_name"]], unfreeze_at_epoch=epoch))
+    return built
+
+
+# -- helpers -------------------------------------------------------------------------------------------------
+def _wrap_registry_error(where: str, fetch: Callable[[], Any]) -> Any:
+    try:
+        return fetch()
+    except RegistryError as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def _check_keys(values: Mapping[str, Any], accepted: list[str] | tuple[str, ...], where: str) -> None:
+    import difflib
+
+    for key in values:
+        if key not in accepted:
+            close = difflib.get_close_matches(str(key), list(accepted), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{where} has no key {key!r}{hint} (accepted: {', '.join(accepted)})")
+
+
+def _check_signature(target: Any, params: Mapping[str, Any], where: str, skip: tuple[str, ...] = ()) -> None:
+    for key in skip:
+        if key in params:
+            raise ConfigError(f"{where}.{key} is set by trainforge; remove it")
+    check_params(target, dict(params), where)
+

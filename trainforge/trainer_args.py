@@ -1,0 +1,123 @@
+"""How ``Trainer(...)`` reads its arguments in the three call styles users bring: ours, Kornia's positional
+order, and Towhee's keyword names — unambiguous, with an error naming the argument for anything else."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from .errors import ConfigError
+
+#: Kornia's positional order after the model.
+KORNIA_ORDER: tuple[str, ...] = ("train_data", "valid_data", "criterion", "optimizer", "scheduler", "config")
+
+#: Keyword names of the seed libraries and the argument each one is.
+SEED_KEYWORDS: dict[str, str] = {
+    "train_dataloader": "train_data",  # Kornia
+    "valid_dataloader": "valid_data",  # Kornia
+    "train_dataset": "train_data",  # Towhee
+    "eval_dataset": "valid_data",  # Towhee
+    "training_config": "config",  # Towhee
+}
+
+
+def is_config(value: Any) -> bool:
+    """A ``TrainingConfig`` or a plain dict of its fields (not a dict of validation data sets)."""
+    from .training_config import TrainingConfig
+
+    if isinstance(value, TrainingConfig):
+        return True
+    return isinstance(value, Mapping) and not any(_is_data(v) for v in value.values())
+
+
+def _is_data(value: Any) -> bool:
+    from torch.utils.data import DataLoader, Dataset
+
+    return isinstance(value, (Dataset, DataLoader))
+
+
+def _check(name: str, value: Any, position: int | None) -> None:
+    """The value given for ``name`` has the kind that argument takes."""
+    if value is None:
+        return
+    where = f"argument {position + 2} ({name})" if position is not None else name
+    if name in ("train_data", "valid_data"):
+        if isinstance(value, Mapping):  # several validation sets; training takes one
+            ok = name == "valid_data" and not is_config(value)
+        else:
+            ok = _is_data(value) or (hasattr(value, "__iter__") and not isinstance(value, (str, bytes)))
+        expected = "a Dataset or a DataLoader"
+    elif name == "criterion":
+        ok = callable(value) and not isinstance(value, torch.optim.Optimizer)
+        expected = "a loss function or module"
+    elif name == "optimizer":
+        ok = isinstance(value, torch.optim.Optimizer) or (hasattr(value, "step") and hasattr(value, "param_groups"))
+        expected = "a torch.optim.Optimizer"
+    elif name == "scheduler":
+        ok = hasattr(value, "step") and not isinstance(value, torch.optim.Optimizer)
+        expected = "a learning-rate scheduler"
+    else:
+        ok = is_config(value)
+        expected = "a TrainingConfig or a dict of its fields"
+    if not ok:
+        raise ConfigError(
+            f"Trainer {where}: expected {expected}, got {type(value).__name__}. The call styles are "
+            "Trainer(model, config, train_data=..., valid_data=...) and Kornia's "
+            "Trainer(model, train_dataloader, valid_dataloader, criterion, optimizer, scheduler, config)."
+        )
+
+
+def resolve_trainer_args(args: tuple[Any, ...], given: dict[str, Any], seed_names: dict[str, Any]) -> dict[str, Any]:
+    """The Trainer's arguments by our names, from positional ``args`` after the model, our keywords
+    ``given`` and the seed libraries' keywords ``seed_names``.
+
+    One positional argument that is a config (or None) is ours: ``Trainer(model, config)``. Otherwise
+    positional arguments follow Kornia's order: train loader, valid loader, criterion, optimizer,
+    scheduler, config. Each value is checked against the argument it lands in, and an argument given
+    twice (by position and by keyword, or by two names) is an error.
+
+    >>> from torch.utils.data import TensorDataset
+    >>> data = TensorDataset(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long))
+    >>> none = dict.fromkeys(["config", "train_data", "valid_data", "criterion", "optimizer", "scheduler"])
+    >>> sorted(k for k, v in resolve_trainer_args((data, data, torch.nn.CrossEntropyLoss()), none, {}).items()
+    ...        if v is not None)
+    ['criterion', 'train_data', 'valid_data']
+    >>> resolve_trainer_args(({"max_epochs": 2},), none, {"train_dataset": data})["train_data"] is data
+    True
+    """
+    values = dict(given)
+    sources = {name: f"{name}=" for name, value in given.items() if value is not None}
+
+    def put(name: str, value: Any, source: str) -> None:
+        if name in sources and value is not None:
+            raise ConfigError(f"Trainer got {name} twice: as {sources[name]} and as {source}; give it once")
+        if value is not None:
+            values[name], sources[name] = value, source
+
+    for key, value in seed_names.items():
+        if key not in SEED_KEYWORDS:
+            known = ", ".join([*given, "callbacks", *SEED_KEYWORDS])
+            raise TypeError(f"Trainer() got an unexpected keyword argument {key!r}; accepted: {known}")
+        put(SEED_KEYWORDS[key], value, f"{key}=")
+    if len(args) > len(KORNIA_ORDER):
+        raise TypeError(
+            f"Trainer() takes at most {len(KORNIA_ORDER) + 1} positional arguments (model, {', '.join(KORNIA_ORDER)}),"
+            f" got {len(args) + 1}"
+        )
+    if len(args) == 1 and (args[0] is None or is_config(args[0])):
+        put("config", args[0], "the second positional argument")
+    else:
+        if args and is_config(args[0]):
+            raise ConfigError(
+                "Trainer(model, config, ...): after the config, pass the rest by keyword "
+                "(train_data=..., valid_data=..., criterion=...); Kornia's positional order puts the config last"
+            )
+        for position, (name, value) in enumerate(zip(KORNIA_ORDER, args)):
+            _check(name, value, position)
+            put(name, value, f"positional argument {position + 2}")
+    for name in KORNIA_ORDER:
+        if not sources.get(name, "").startswith("positional"):
+            _check(name, values.get(name), None)
+    return values
