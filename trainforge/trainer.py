@@ -25,6 +25,7 @@ from ._version import __version__
 from .callbacks import EpochMetricAvg, Optimizer, StdoutLogger
 from .callbacks.checkpoint import ModelCheckpoint
 from .callbacks.early_stopping import EarlyStopping
+from .config_check import FirstBatchCheck, check_trainer_setup, optimizer_mismatch, require_training_data
 from .data import ResumableLoader
 from .engine import Recipe, State, hook_methods
 from .errors import ConfigError, ResumeMismatchError
@@ -472,6 +473,8 @@ class Trainer:
         ``config.overwrite`` is set (see ``trainforge.run_folder``). A later ``fit`` with a larger
         ``max_epochs`` continues the run and logs the new epochs.
         """
+        if self._custom_fit is None:
+            require_training_data(self)
         if resume_from not in (None, "auto") and self.config.output_dir is None and self.run_dir is None:
             folder = Path(resume_from)
             if (folder / "checkpoints").is_dir():
@@ -743,6 +746,7 @@ class Trainer:
             return
         cfg = self.config
         self.runtime = Runtime(cfg.device, cfg.precision)
+        check_trainer_setup(self)  # names, nested keys, monitors, data sizes: before anything is written
         seed_everything(cfg.seed)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
@@ -804,6 +808,7 @@ class Trainer:
             rank=rt.rank,
             world_size=rt.world_size,
             pad_to_equal=train,
+            sampler=getattr(data, "sampler", None) if train else None,  # e.g. a class-balanced order
         )
 
     def _make_eval_loaders(self, data: Any) -> dict[str | None, Any]:
@@ -816,13 +821,19 @@ class Trainer:
 
     def _build_optimization(self) -> None:
         cfg = self.config
-        from .optim import build_optimizer, build_scheduler, count_optimizer_steps
+        from .optim import build_optimizer, build_scheduler, count_optimizer_steps, has_learning_rate
 
         if self.optimizer is None:
             self.optimizer = build_optimizer(
                 cfg.optimizer, self.model, lr=cfg.lr, weight_decay=cfg.weight_decay, **cfg.optimizer_params
             )
-        if self.scheduler is None and cfg.scheduler is not None:
+        if self.scheduler is None and cfg.scheduler is not None and not has_learning_rate(self.optimizer):
+            warnings.warn(
+                f"{type(self.optimizer).__name__} has no 'lr' in its param groups (defaults={{}}), so the "
+                f"schedule {cfg.scheduler!r} cannot change it: training without a schedule (scheduler=None "
+                "silences this)", UserWarning, stacklevel=3,
+            )
+        elif self.scheduler is None and cfg.scheduler is not None:
             epochs_steps = count_optimizer_steps(len(self.train_loader), cfg.max_epochs, cfg.accumulate_grad_batches)
             if cfg.scheduler_interval == "epoch":
                 epochs_steps = cfg.max_epochs
@@ -871,6 +882,8 @@ class Trainer:
             recipe.callbacks.add(callback)
         if self._freeze_bn is not None:
             recipe.callbacks.add(self._freeze_bn, "prologue")
+        if self.train_loader is not None:  # the model, labels and loss against the first batch, once
+            recipe.callbacks.add(FirstBatchCheck(self), "prologue")
         recipe.callbacks.add(self._guard, "prologue")
         recipe.callbacks.add(self._optimizer_cb, "prologue")
         if self.ema is not None:
@@ -909,6 +922,10 @@ class Trainer:
             callbacks.append(self.checkpoint_callback)
         main = self.runtime.is_main  # only rank 0 writes files and prints
         self._open_loggers()
+        if getattr(self.train_loader, "tracks_skips", False):  # on_bad_file="skip": counts into the logs
+            from .data.loaders import SkippedFilesLog
+
+            callbacks.append(SkippedFilesLog(self.train_loader, self.run_dir if main else None))
         callbacks.append(_LogWriter(self))
         if cfg.print_steps is not None:
             callbacks.append(ConsoleLogger(print_steps=cfg.print_steps, enabled=main))
@@ -1009,8 +1026,9 @@ class Trainer:
 
         main = self.runtime.is_main  # only rank 0 writes files
         self.loggers = [JsonlLogger(self.run_dir / "metrics.jsonl", enabled=main)]  # always: the report reads it
-        if self.config.tensorboard:
-            self.loggers.append(TensorBoardLogger(self.run_dir / "tensorboard", enabled=main))
+        tensorboard_dir = self.config.tensorboard_dir(self.run_dir)  # <run>/tensorboard, or tensorboard.log_dir
+        if tensorboard_dir is not None:
+            self.loggers.append(TensorBoardLogger(tensorboard_dir, enabled=main))
         # a Logger passed in callbacks (MLflowLogger, VisdomLogger, your own) gets the same calls
         self.loggers += [c for c in self.callbacks if _is_logger(c) and not any(c is x for x in self.loggers)]
 
@@ -1099,6 +1117,7 @@ class Trainer:
                 lines = "".join(f"\n    {line}" for line in diff.describe().splitlines())
                 problems.append(f"the model differs from the saved run's:{lines}")
         problems += self._callback_mismatches(recipe.get("callbacks", {}), state.get("config", {})) if strict else []
+        problems += optimizer_mismatch(self.config, self._optimizer_cb.optimizer, state)
         if problems:
             raise ResumeMismatchError(
                 "cannot resume:\n- " + "\n- ".join(problems) + "\nResume with the saved run's "

@@ -301,7 +301,7 @@ def test_config_yaml_round_trip_and_errors(tmp_path):
         TrainingConfig.from_yaml(path)
     with pytest.raises(ConfigError, match="precision='fp8'"):
         TrainingConfig(precision="fp8")
-    with pytest.raises(ConfigError, match="lr must be a positive"):
+    with pytest.raises(ConfigError, match="lr must be a finite number >= 0"):
         TrainingConfig(lr=float("nan"))
 
 
