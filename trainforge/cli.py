@@ -25,8 +25,16 @@ def _cmd_config(args: argparse.Namespace) -> int:
     elif args.action == "check":
         from .config_check import check_config
         from .errors import ConfigError
+        from .yaml_io import load_yaml
 
-        config = TrainingConfig.from_yaml(args.path)
+        values = load_yaml(args.path)
+        sections = sorted({"task", "data", "optimization", "joint_loss", "trainer"} & set(values or {}))
+        if isinstance(values, dict) and sections:
+            raise ConfigError(
+                f"{args.path} is an experiment config (sections {', '.join(sections)}), not a TrainingConfig file: "
+                f"run it with `trainforge train --config {args.path}`; `config check` checks TrainingConfig files"
+            )
+        config = TrainingConfig.from_dict({} if values is None else values, source=str(args.path))
         try:
             check_config(config)  # the same checks Trainer.setup runs before training
         except TrainforgeError as error:
