@@ -61,11 +61,13 @@ class Registry:
             key = name or getattr(target, "__name__", None)
             if not key:
                 raise ConfigError(f"{self.kind}: pass name= to register {target!r}")
-            if key in self._entries:
+            if key in self._entries and _where(self._entries[key][0]) != _where(target):
                 raise ConfigError(
                     f"{self.kind} already has {key!r} ({_where(self._entries[key][0])}); register "
                     f"{_where(target)} under another name"
                 )
+            if key in self._entries:  # the same module imported again (pytest's importlib mode): keep the first
+                return target
             self._entries[key] = (target, help if help is not None else _first_line(target))
             return target
 

@@ -11,9 +11,9 @@ import json
 import os
 import platform
 import sys
-import types
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from ._version import __version__
 from .callbacks import EpochMetricAvg, Optimizer, StdoutLogger
 from .callbacks.checkpoint import ModelCheckpoint
 from .callbacks.early_stopping import EarlyStopping
+from .config_check import FirstBatchCheck, check_trainer_setup, optimizer_mismatch, require_training_data
 from .data import ResumableLoader
 from .engine import Recipe, State, hook_methods
 from .errors import ConfigError, ResumeMismatchError
@@ -69,7 +70,34 @@ def _bind(owner: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
         params = list(inspect.signature(fn).parameters)
     except (TypeError, ValueError):
         return fn
-    return types.MethodType(fn, owner) if params and params[0] == "self" else fn
+    return _WeakBound(fn, owner) if params and params[0] == "self" else fn
+
+
+class _WeakBound:
+    """``fn`` bound to ``owner`` through a weak reference: stored on the owner, a bound method would put
+    the owner in a reference cycle with itself (freed only by a full garbage collection)."""
+
+    __slots__ = ("__wrapped__", "_owner")
+
+    def __init__(self, fn: Callable[..., Any], owner: Any) -> None:
+        self.__wrapped__ = fn
+        self._owner = weakref.ref(owner)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__wrapped__(self._owner(), *args, **kwargs)
+
+
+def _weak_method(owner: Any, name: str) -> Callable[..., Any]:
+    """``getattr(owner, name)`` called through a weak reference (for what ``owner`` itself holds: its
+    recipes' step functions, the checkpoint's state function), looked up at each call so a stage
+    assigned on the instance later is the one run."""
+    ref = weakref.ref(owner)
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(ref(), name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    return call
 
 
 class Trainer:
@@ -112,6 +140,7 @@ class Trainer:
         optimizer: torch.optim.Optimizer | None = None,
         scheduler: Any = None,
         callbacks: Mapping[str, Any] | Iterable[Any] | None = None,
+        class_names: Sequence[str] | None = None,
         **seed_names: Any,
     ) -> None:
         """Three call styles, told apart by what follows the model (see ``trainforge.trainer_args``):
@@ -148,7 +177,7 @@ class Trainer:
         self.ema: Any = None
         self.run_dir: Path | None = None
         self.loggers: list[Any] = []
-        self.class_names: list[str] | None = None
+        self.class_names, self._class_names_source = _class_names(class_names, self.train_data, self.valid_data)
         self._in_custom_evaluate = False  # see _posting_evaluate
         self._apply_callbacks(callbacks)
         if "evaluate" not in self.__dict__ and type(self).evaluate is not Trainer.evaluate:
@@ -167,6 +196,7 @@ class Trainer:
         stages.preprocess = replaced("preprocess")
         stages.augmentations = replaced("augmentations")
         stages.on_before_model = replaced("on_before_model") or self.config.channels_last
+        stages.run_model = replaced("run_model")
         stages.compute_metrics = (
             replaced("compute_metrics") or bool(self.config.metrics) or self.metrics_manager is not None
         )
@@ -347,13 +377,18 @@ class Trainer:
         if stages.on_before_model:
             x = self.on_before_model(x)
         if self.runtime.autocast_dtype is None:
-            output = self._model_fn(x)
+            output = self.run_model(x, batch) if stages.run_model else self._model_fn(x)
         else:
             with self.runtime.autocast():
-                output = self._model_fn(x)
+                output = self.run_model(x, batch) if stages.run_model else self._model_fn(x)
         if isinstance(output, torch.Tensor):  # the common case first: an ABC isinstance costs a microsecond
             return {"output": output}
         return dict(output) if isinstance(output, Mapping) else {"output": output}
+
+    def run_model(self, x: Any, batch: dict[str, Any]) -> Any:
+        """The model call itself, ``model(x)``; a task whose model needs more of the batch (a margin head
+        reads the target, a detector the boxes) overrides it. Called under autocast."""
+        return self._model_fn(x)
 
     def compute_loss(self, outputs: dict[str, Any], batch: dict[str, Any]) -> torch.Tensor:
         """The loss of a batch; ``criterion(outputs["output"], batch["target"])`` by default.
@@ -439,6 +474,8 @@ class Trainer:
         ``config.overwrite`` is set (see ``trainforge.run_folder``). A later ``fit`` with a larger
         ``max_epochs`` continues the run and logs the new epochs.
         """
+        if self._custom_fit is None:
+            require_training_data(self)
         if resume_from not in (None, "auto") and self.config.output_dir is None and self.run_dir is None:
             folder = Path(resume_from)
             if (folder / "checkpoints").is_dir():
@@ -499,7 +536,7 @@ class Trainer:
 
         final = float_metrics(state.metrics)  # host floats: the run is over, a sync costs nothing here
         for logger in self.loggers:
-            logger.log_hyperparams(self.config.to_dict(), final)
+            logger.log_hyperparams(self._used_config(), final)
         if not self.config.report:
             return
         from .report import build_report
@@ -565,6 +602,7 @@ class Trainer:
         if not (isinstance(output, torch.Tensor) and output.dim() == 2 and isinstance(target, torch.Tensor)
                 and target.dim() == 1 and not target.is_floating_point()):
             return None
+        self._check_class_names(int(output.shape[1]))
         x = batch["input"]
         images = x.detach().float().cpu() if isinstance(x, torch.Tensor) and x.dim() == 4 else None
         return images, target.cpu(), output.float().softmax(-1).cpu()
@@ -709,7 +747,10 @@ class Trainer:
         if self._setup_done:
             return
         cfg = self.config
+        # the objects passed in (not built from the config), for config.yaml and the hyper-parameters
+        self._given_objects = {"optimizer": self.optimizer, "criterion": self.criterion, "scheduler": self.scheduler}
         self.runtime = Runtime(cfg.device, cfg.precision)
+        check_trainer_setup(self)  # names, nested keys, monitors, data sizes: before anything is written
         seed_everything(cfg.seed)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
@@ -769,6 +810,7 @@ class Trainer:
             rank=rt.rank,
             world_size=rt.world_size,
             pad_to_equal=train,
+            sampler=getattr(data, "sampler", None) if train else None,  # e.g. a class-balanced order
         )
 
     def _make_eval_loaders(self, data: Any) -> dict[str | None, Any]:
@@ -781,13 +823,19 @@ class Trainer:
 
     def _build_optimization(self) -> None:
         cfg = self.config
-        from .optim import build_optimizer, build_scheduler, count_optimizer_steps
+        from .optim import build_optimizer, build_scheduler, count_optimizer_steps, has_learning_rate
 
         if self.optimizer is None:
             self.optimizer = build_optimizer(
                 cfg.optimizer, self.model, lr=cfg.lr, weight_decay=cfg.weight_decay, **cfg.optimizer_params
             )
-        if self.scheduler is None and cfg.scheduler is not None:
+        if self.scheduler is None and cfg.scheduler is not None and not has_learning_rate(self.optimizer):
+            warnings.warn(
+                f"{type(self.optimizer).__name__} has no 'lr' in its param groups (defaults={{}}), so the "
+                f"schedule {cfg.scheduler!r} cannot change it: training without a schedule (scheduler=None "
+                "silences this)", UserWarning, stacklevel=3,
+            )
+        elif self.scheduler is None and cfg.scheduler is not None:
             epochs_steps = count_optimizer_steps(len(self.train_loader), cfg.max_epochs, cfg.accumulate_grad_batches)
             if cfg.scheduler_interval == "epoch":
                 epochs_steps = cfg.max_epochs
@@ -804,19 +852,21 @@ class Trainer:
         cfg = self.config
         self._eval_phase, self._eval_loader_name = "VALID", None
         self._last_non_scalars: dict[str, Any] = {}
-        self._eval_recipe = Recipe(self.evaluate_step, [])
+        self._eval_recipe = Recipe(_weak_method(self, "evaluate_step"), [])
         self._eval_recipe.device = None if self.runtime.device.type == "cpu" else self.runtime.device
         self._eval_loss_avg = EpochMetricAvg("loss", post_each_batch=False, weight="num_samples")
         self._eval_recipe.callbacks.add(self._eval_loss_avg)
         self._eval_recipe.callbacks.add(_EvalBatchEvents(self))
 
         self.recipe = recipe = Recipe(
-            self.train_step, self.train_loader if self.train_loader is not None else [], batch_size_fn=_batch_size
+            _weak_method(self, "train_step"),
+            self.train_loader if self.train_loader is not None else [],
+            batch_size_fn=_batch_size,
         )
         self._batches_per_epoch = len(self.train_loader) if self.train_loader is not None else 0
         # batches come from our loaders on the host; moving them is only needed for an accelerator
         recipe.device = None if self.runtime.device.type == "cpu" else self.runtime.device
-        recipe.state.extra["save_state"] = self._checkpoint_state
+        recipe.state.extra["save_state"] = _weak_method(self, "_checkpoint_state")
         recipe.register("model", self.model)
         self._guard = _NonFiniteGuard(cfg.non_finite, self.runtime.device.type)
         if self.train_loader is not None:
@@ -834,6 +884,8 @@ class Trainer:
             recipe.callbacks.add(callback)
         if self._freeze_bn is not None:
             recipe.callbacks.add(self._freeze_bn, "prologue")
+        if self.train_loader is not None:  # the model, labels and loss against the first batch, once
+            recipe.callbacks.add(FirstBatchCheck(self), "prologue")
         recipe.callbacks.add(self._guard, "prologue")
         recipe.callbacks.add(self._optimizer_cb, "prologue")
         if self.ema is not None:
@@ -872,6 +924,10 @@ class Trainer:
             callbacks.append(self.checkpoint_callback)
         main = self.runtime.is_main  # only rank 0 writes files and prints
         self._open_loggers()
+        if getattr(self.train_loader, "tracks_skips", False):  # on_bad_file="skip": counts into the logs
+            from .data.loaders import SkippedFilesLog
+
+            callbacks.append(SkippedFilesLog(self.train_loader, self.run_dir if main else None))
         callbacks.append(_LogWriter(self))
         if cfg.print_steps is not None:
             callbacks.append(ConsoleLogger(print_steps=cfg.print_steps, enabled=main))
@@ -897,6 +953,35 @@ class Trainer:
         if self.runtime.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
         return run_dir
+
+    def _used_config(self) -> dict[str, Any]:
+        """The config with the settings that passed objects replaced rewritten to what they use."""
+        from .run_info import used_config
+
+        return used_config(self.config.to_dict(), **getattr(self, "_given_objects", {}))
+
+    def _run_config_text(self) -> str:
+        """``config.yaml``: what this run used — objects passed in by class and settings (a comment
+        block), then the config with their settings in place of the defaults they replaced."""
+        from .run_info import objects_record, run_config_yaml
+
+        given = getattr(self, "_given_objects", {})
+        objects = objects_record(self.model, optimizer=given.get("optimizer"), criterion=given.get("criterion"),
+                                 scheduler=given.get("scheduler"), callbacks=self.callbacks)
+        if self.class_names is not None:
+            objects["class_names"] = {"names": list(self.class_names), "from": self._class_names_source}
+        return run_config_yaml(self._used_config(), objects)
+
+    def _check_class_names(self, count: int | None) -> None:
+        """A list of class names must have one name per model output."""
+        names = self.class_names
+        if names is None or count is None or len(names) == count:
+            return
+        raise ConfigError(
+            f"class_names has {len(names)} names (from {self._class_names_source or 'trainer.class_names'}) "
+            f"but the model outputs {count} classes; pass class_names with {count} names, or change the "
+            "model's number of outputs"
+        )
 
     def _claim_run_folder(self) -> None:
         """(rank 0) Lock the run folder and, once per Trainer, check it and write ``config.yaml``,
@@ -930,7 +1015,7 @@ class Trainer:
         if not fitting and not resuming and run_folder.run_contents(self.run_dir):
             return
         self.run_id = run_folder.prepare(self.run_dir, resuming=resuming, overwrite=self.config.overwrite)
-        _write_text_atomic(self.run_dir / "config.yaml", self.config.to_yaml())
+        _write_text_atomic(self.run_dir / "config.yaml", self._run_config_text())
         _write_text_atomic(self.run_dir / "env.json", json.dumps(environment_info(), indent=2))
         self._run_prepared = True
         if self.recipe is not None:  # prepared after setup (a fit after evaluate): loggers see the new files
@@ -955,7 +1040,10 @@ class Trainer:
         from .metrics import MetricsManager
 
         output = outputs.get("output")
-        num_classes = int(output.shape[-1]) if isinstance(output, torch.Tensor) and output.dim() >= 2 else None
+        num_classes = None
+        if isinstance(output, torch.Tensor) and output.dim() >= 2:  # (N, C) scores or (N, C, H, W) maps
+            num_classes = int(output.shape[1] if output.dim() == 4 else output.shape[-1])
+        self._check_class_names(num_classes)
         manager = MetricsManager(_metric_specs(self.config.metrics), num_classes=num_classes)
         return manager.to(self.runtime.device)
 
@@ -980,8 +1068,9 @@ class Trainer:
 
         main = self.runtime.is_main  # only rank 0 writes files
         self.loggers = [JsonlLogger(self.run_dir / "metrics.jsonl", enabled=main)]  # always: the report reads it
-        if self.config.tensorboard:
-            self.loggers.append(TensorBoardLogger(self.run_dir / "tensorboard", enabled=main))
+        tensorboard_dir = self.config.tensorboard_dir(self.run_dir)  # <run>/tensorboard, or tensorboard.log_dir
+        if tensorboard_dir is not None:
+            self.loggers.append(TensorBoardLogger(tensorboard_dir, enabled=main))
         # a Logger passed in callbacks (MLflowLogger, VisdomLogger, your own) gets the same calls
         self.loggers += [c for c in self.callbacks if _is_logger(c) and not any(c is x for x in self.loggers)]
 
@@ -1024,6 +1113,7 @@ class Trainer:
         set_rng_state(state["rng"])
         if self.class_names is None:
             self.class_names = state.get("data", {}).get("class_names")
+            self._class_names_source = "the resumed checkpoint"
         if self.config.load_checkpoint is not None:
             warnings.warn(
                 "config.load_checkpoint was not applied: a resumed run continues from its checkpoint's weights "
@@ -1070,6 +1160,7 @@ class Trainer:
                 lines = "".join(f"\n    {line}" for line in diff.describe().splitlines())
                 problems.append(f"the model differs from the saved run's:{lines}")
         problems += self._callback_mismatches(recipe.get("callbacks", {}), state.get("config", {})) if strict else []
+        problems += optimizer_mismatch(self.config, self._optimizer_cb.optimizer, state)
         if problems:
             raise ResumeMismatchError(
                 "cannot resume:\n- " + "\n- ".join(problems) + "\nResume with the saved run's "
@@ -1185,6 +1276,35 @@ class Trainer:
 CHECKPOINT_FORMAT = 1
 
 
+def _class_names(
+    given: Sequence[str] | None, train_data: Any, valid_data: Any
+) -> tuple[list[str] | None, str | None]:
+    """The run's class names and where they came from: the ``class_names`` argument, else the ``classes``
+    attribute of the training (or first validation) data set, of a DataLoader's data set or of a
+    ``Subset``'s base data set."""
+    if given is not None:
+        if isinstance(given, (str, bytes)) or not isinstance(given, Sequence):
+            raise ConfigError(f"class_names must be a list of strings, got {type(given).__name__} {given!r}")
+        names = list(given)
+        bad = [(i, n) for i, n in enumerate(names) if not isinstance(n, str)]
+        if bad:
+            raise ConfigError(f"class_names[{bad[0][0]}] is {bad[0][1]!r}; every class name must be a string")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ConfigError(f"class_names repeats {repeated}; each class needs its own name")
+        return names, "the class_names argument"
+    first_valid = next(iter(valid_data.values()), None) if isinstance(valid_data, Mapping) else valid_data
+    for data, which in ((train_data, "training"), (first_valid, "validation")):
+        for _ in range(8):  # DataLoader -> Subset -> ... -> the data set
+            if data is None:
+                break
+            classes = getattr(data, "classes", None)
+            if isinstance(classes, (list, tuple)) and classes:
+                return [str(c) for c in classes], f"the {which} data's classes attribute"
+            data = getattr(data, "dataset", None)
+    return None, None
+
+
 def _write_text_atomic(path: Path, text: str) -> None:
     """Replace ``path`` (never writing through a link planted there); not fsynced: written every fit."""
     from .checkpoint import atomic_file
@@ -1201,7 +1321,7 @@ def _batch_size(batch: dict[str, Any]) -> int:
 class _ActiveStages:
     """The optional stages ``Trainer.forward`` and ``train_step`` call (see ``Trainer._resolve_stages``)."""
 
-    __slots__ = ("augmentations", "compute_metrics", "on_before_model", "preprocess")
+    __slots__ = ("augmentations", "compute_metrics", "on_before_model", "preprocess", "run_model")
 
 
 class _DictBatches:

@@ -8,6 +8,7 @@ import contextlib
 import math
 import os
 import warnings
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -213,7 +214,7 @@ class _Preemption:
     """
 
     def __init__(self, trainer: Trainer) -> None:
-        self.trainer = trainer
+        self.trainer = weakref.proxy(trainer)  # the trainer holds this callback: no cycle back
         self.requested = False  # a signal arrived (on this rank)
         self.signum: int | None = None
         self.stopping = False  # the loop was told to stop for it (agreed by every rank)
@@ -320,7 +321,7 @@ class _LogWriter:
     matrices, per-class bars, curves)."""
 
     def __init__(self, trainer: Trainer) -> None:
-        self.trainer = trainer
+        self.trainer = weakref.proxy(trainer)  # the trainer holds this callback: no cycle back
         self.every = trainer.config.log_every_n_steps
         self.images_logged = False
 
@@ -384,7 +385,7 @@ class _EvalBatchEvents:
     """On the eval recipe: fires ``eval_batch_start``/``eval_batch_end`` on the trainer's callbacks."""
 
     def __init__(self, trainer: Trainer) -> None:
-        self.trainer = trainer
+        self.trainer = weakref.proxy(trainer)  # the trainer holds this callback: no cycle back
 
     def on_batch_start(self, state: State) -> None:
         self.trainer.recipe.callbacks.fire("eval_batch_start", state)
@@ -400,7 +401,7 @@ class _TrainMetrics:
     in checkpoints so a resumed epoch counts the same samples."""
 
     def __init__(self, trainer: Trainer) -> None:
-        self.trainer = trainer
+        self.trainer = weakref.proxy(trainer)  # the trainer holds this callback: no cycle back
         self.every = trainer.config.log_every_n_steps
         if not trainer.config.metrics:
             self.on_batch_end = None  # no training metrics to compute at the cadence
@@ -447,7 +448,7 @@ class _Evaluation:
     """Runs ``trainer.evaluate()`` at each epoch end, or every ``eval_steps`` training steps."""
 
     def __init__(self, trainer: Trainer) -> None:
-        self.trainer = trainer
+        self.trainer = weakref.proxy(trainer)  # the trainer holds this callback: no cycle back
         cfg = trainer.config
         self.every = cfg.eval_steps if cfg.eval_strategy == "steps" else None
         if self.every is None:
@@ -466,7 +467,7 @@ class _TrainerStages:
     """Calls the trainer's ``on_epoch_end`` and ``on_checkpoint`` stages at their events."""
 
     def __init__(self, trainer: Trainer) -> None:
-        self.trainer = trainer
+        self.trainer = weakref.proxy(trainer)  # the trainer holds this callback: no cycle back
 
     def on_epoch_end(self, state: State) -> None:
         self.trainer.on_epoch_end(state)

@@ -301,7 +301,7 @@ def test_config_yaml_round_trip_and_errors(tmp_path):
         TrainingConfig.from_yaml(path)
     with pytest.raises(ConfigError, match="precision='fp8'"):
         TrainingConfig(precision="fp8")
-    with pytest.raises(ConfigError, match="lr must be a positive"):
+    with pytest.raises(ConfigError, match="lr must be a finite number >= 0"):
         TrainingConfig(lr=float("nan"))
 
 
@@ -416,3 +416,32 @@ def test_huge_but_finite_gradients_are_not_called_non_finite(tmp_path, small):
                       train_data=small[0], criterion=scaled)
     state = trainer.fit()
     assert state.global_step == 4 and all(torch.isfinite(p).all() for p in model.parameters())
+
+
+# -- what a finished run leaves behind ---------------------------------------------------------------
+def test_a_finished_fit_with_every_default_on_leaves_few_objects_in_reference_cycles(tmp_path, small):
+    """A fit with metrics, checkpoints, TensorBoard and the report leaves < 1,000 objects that only a
+    full garbage collection frees (a pause for whatever runs next); the model is freed by refcount."""
+    import gc
+    import weakref
+
+    config = cfg(tmp_path, tensorboard=True, report=True, checkpoint={"save_last": True})
+    model = mlp()
+    gone = weakref.ref(model)
+    gc.collect()
+    Trainer(model, config, train_data=small[0], valid_data=small[1]).fit()
+    del model
+    assert gone() is None, "the trainer's objects are held in a reference cycle"
+    assert gc.collect() < 1000
+    assert (tmp_path / "run" / "report" / "index.html").is_file()
+
+
+def test_report_files_get_the_permissions_of_the_rest_of_the_run_folder(tmp_path, small):
+    import stat
+
+    Trainer(mlp(), cfg(tmp_path, report=True), train_data=small[0], valid_data=small[1]).fit()
+    run = tmp_path / "run"
+    expected = stat.S_IMODE((run / "metrics.jsonl").stat().st_mode)
+    modes = {p.relative_to(run).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in run.rglob("*") if p.is_file()}
+    assert "report/index.html" in modes and "report/confusion_matrix.png" in modes
+    assert {name: mode for name, mode in modes.items() if mode != expected} == {}

@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -484,13 +485,15 @@ def to_training_config(
         "print_steps": t.print_steps,
         "progress_bar": t.progress_bar,
         "log_every_n_steps": t.log_every_n_steps,
-        "tensorboard": cfg.logger is None or cfg.logger.name in ("TensorBoardLogger", "tensorboard"),
+        "tensorboard": cfg.logger is not None and cfg.logger.name in ("TensorBoardLogger", "tensorboard"),
         "report": t.report,
         "non_finite": t.non_finite,
         "load_best_model_at_end": t.load_best_model_at_end,
     }
     if cfg.task.load_checkpoint is not None:
         values["load_checkpoint"] = _load_checkpoint_options(cfg.task.load_checkpoint)
+    elif mode != "train" and cfg.resume_path is not None:  # test / predict the weights of a trained run
+        values["load_checkpoint"] = {"base_path": str(checkpoint_of(cfg.resume_path))}
     for callback in cfg.callbacks:
         name = CALLBACK_ALIASES.get(callback.name, (None, callback.name))[1]
         params = {k: v for k, v in callback.params.items() if k not in IGNORED_CALLBACK_KEYS}
@@ -506,6 +509,21 @@ def to_training_config(
         return TrainingConfig(**values)
     except ConfigError as error:
         raise ConfigError(f"trainer: {error}") from None
+
+
+def checkpoint_of(path: str | os.PathLike[str]) -> Path:
+    """The checkpoint ``path`` names: itself, or a run folder's newest intact checkpoint."""
+    from ..checkpoint import find_resume_checkpoint
+
+    folder = Path(path)
+    if (folder / "checkpoints").is_dir():
+        found = find_resume_checkpoint(folder / "checkpoints")
+        if found is None:
+            raise ConfigError(f"resume_path={str(path)!r}: the run folder has no intact checkpoint")
+        return Path(found)
+    if not folder.exists():
+        raise ConfigError(f"resume_path={str(path)!r} does not exist; give a run folder or a checkpoint")
+    return folder
 
 
 def _device(accelerator: str, devices: Any) -> str | None:
@@ -564,7 +582,7 @@ _PART_REGISTRIES = {"backbone": "backbones", "neck": "necks", "pooling": "poolin
 
 def _build_phase(cfg: ExperimentConfig, phase: str) -> Any:
     pairs: list[DataPair] = getattr(cfg.data, phase)
-    limit_batches = cfg.trainer.limit_train_batches if phase == "TRAIN" else cfg.trainer.limit_val_batches
+    limit_batches = {"TRAIN": cfg.trainer.limit_train_batches, "VALID": cfg.trainer.limit_val_batches}.get(phase)
     built = {}
     for i, pair in enumerate(pairs):
         name = pair.name or (str(i) if i else phase.lower())

@@ -334,8 +334,11 @@ def summarise(sweep: _Sweep, direction: str) -> Path | None:
         rows.append({"job": i, **swept, sweep.objective: result.objective, "run_dir": str(result.run_dir),
                      "status": "failed: " + result.error if result.error else "ok"})
     keys = list(dict.fromkeys(k for row in rows for k in row))
+    fixed = {k for k in keys if k not in ("job", sweep.objective, "run_dir", "status") and len(rows) > 1
+             and len({str(row.get(k)) for row in rows}) == 1}
+    keys = [k for k in keys if k not in fixed]  # the table shows what was swept, not the shared overrides
     with open(folder / "summary.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]

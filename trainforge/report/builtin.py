@@ -26,10 +26,10 @@ from .data import (
 from .plots import (
     confusion_matrix_figure,
     curve_figure,
-    image_grid_figure,
     metric_figure,
     per_class_figure,
     save_figure,
+    save_image_grid,
 )
 from .sections import Section, register_section
 from .series import Series, load_run, split_name
@@ -175,7 +175,7 @@ def _grid(data: Mapping[str, Any], indices: torch.Tensor, out_dir: Path, png: st
         for i in indices.tolist()
     ]
     correct = (predicted[indices] == targets[indices]).tolist()
-    save_figure(image_grid_figure(data["images"][indices], titles, correct), out_dir / png)
+    save_image_grid(data["images"][indices], titles, correct, out_dir / png)
     return png
 
 

@@ -4,10 +4,12 @@ matplotlib is imported inside each function."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,10 +21,37 @@ if TYPE_CHECKING:
 Series = tuple[Sequence[int], Sequence[float]]
 
 
-def new_figure(width: float = 6.4, height: float = 3.6) -> Figure:
+@contextlib.contextmanager
+def figures_collected() -> Iterator[None]:
+    """Run a block that draws and drops matplotlib figures, then free them at once.
+
+    A figure is a web of reference cycles (artists, axes and figure point at each other): thousands of
+    objects that only a full garbage collection frees, a pause of a fraction of a second for whatever
+    runs next in a process holding torch. With the collector paused the block's objects stay in the
+    youngest generation, and collecting only that generation afterwards frees them for the cost of
+    looking at the block's own objects. A collector the caller switched off stays off.
+
+    >>> import gc
+    >>> with figures_collected():
+    ...     figure = curve_figure("loss", {"train": ([1, 2], [0.9, 0.5])})
+    ...     del figure
+    >>> gc.isenabled()
+    True
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.collect(0)
+            gc.enable()
+
+
+def new_figure(width: float = 6.4, height: float = 3.6, layout: str | None = "constrained") -> Figure:
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+    return Figure(figsize=(width, height), dpi=100, layout=layout)
 
 
 def save_figure(figure: Figure, path: str | Path) -> Path:
@@ -32,11 +61,22 @@ def save_figure(figure: Figure, path: str | Path) -> Path:
     try:
         with os.fdopen(fd, "wb") as file:
             figure.savefig(file, format="png")
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    finally:
+        figure.clear()  # drops the axes and their artists: fewer objects left in cycles
     return path
+
+
+def _publish(tmp: str, path: Path) -> None:
+    """Move a finished temporary file into place with the permissions of an ordinary new file
+    (``mkstemp`` creates it 0600, which would differ from every other file of the run folder)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
 
 
 def curve_figure(title: str, lines: Mapping[str, Series], ylabel: str = "", log_y: bool = False) -> Figure:
@@ -45,7 +85,8 @@ def curve_figure(title: str, lines: Mapping[str, Series], ylabel: str = "", log_
     >>> curve_figure("loss", {"train": ([1, 2], [0.9, 0.5]), "valid": ([2], [0.7])}).axes[0].get_title()
     'loss'
     """
-    figure = new_figure()
+    figure = new_figure(layout=None)  # fixed margins: constrained layout costs a third of the drawing
+    figure.subplots_adjust(left=0.11, right=0.98, bottom=0.14, top=0.91)
     axes = figure.add_subplot()
     for label, (steps, values) in lines.items():
         marker = "o" if len(steps) <= 30 else None
@@ -82,14 +123,20 @@ def confusion_matrix_figure(
     else:
         rates = counts.double() / counts.sum(1, keepdim=True).clamp(min=1)
     size = min(3.0 + 0.45 * classes, 16.0)
-    figure = new_figure(size + 1.0, size)
+    # fixed margins sized for the class names: a layout engine would draw the figure twice
+    figure = new_figure(size + 1.0, size, layout=None)
+    longest = max((len(name) for name in names), default=1)
+    margin = min(0.25 + 0.075 * longest, 0.3 * size) / size  # inches of tick labels as a fraction
+    rotated = classes > 6
+    figure.subplots_adjust(left=margin + 0.08, right=0.9, top=0.93,
+                           bottom=(margin if rotated else 0.3 / size) + 0.08)
     axes = figure.add_subplot()
     bounded = normalize or (fractions and float(rates.max()) <= 1.0)
     image = axes.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1 if bounded else None)
     label = "fraction" if fractions else "fraction of the true class" if normalize else "count"
     figure.colorbar(image, ax=axes, fraction=0.046, label=label)
     ticks = range(classes)
-    axes.set_xticks(ticks, names, rotation=90 if classes > 6 else 0)
+    axes.set_xticks(ticks, names, rotation=90 if rotated else 0)
     axes.set_yticks(ticks, names)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
@@ -108,7 +155,10 @@ def confusion_matrix_figure(
 def per_class_figure(class_names: Sequence[str], scores: Mapping[str, torch.Tensor]) -> Figure:
     """Grouped bars of precision, recall and F1 per class."""
     classes = len(class_names)
-    figure = new_figure(min(4.0 + 0.5 * classes, 18.0), 3.6)
+    figure = new_figure(min(4.0 + 0.5 * classes, 18.0), 3.6, layout=None)  # fixed margins: cheaper to draw
+    longest = max((len(str(name)) for name in class_names), default=1)
+    bottom = min(0.12 + (0.018 * longest if classes > 8 else 0.0), 0.45)  # room for rotated class names
+    figure.subplots_adjust(left=0.09, right=0.98, bottom=bottom, top=0.9)
     axes = figure.add_subplot()
     width = 0.27
     for offset, key in enumerate(("precision", "recall", "f1")):
@@ -123,24 +173,56 @@ def per_class_figure(class_names: Sequence[str], scores: Mapping[str, torch.Tens
     return figure
 
 
-def image_grid_figure(
-    images: torch.Tensor, titles: Sequence[str], correct: Sequence[bool], columns: int = 8
-) -> Figure:
-    """Images ``(N, C, H, W)`` in [0, 1] in a grid, each titled (green when ``correct``, red otherwise)."""
+def save_image_grid(
+    images: torch.Tensor, titles: Sequence[str], correct: Sequence[bool], path: str | Path, columns: int = 8,
+    cell: int = 96,
+) -> Path:
+    """Images ``(N, C, H, W)`` in [0, 1] in a grid, each captioned (green when ``correct``, red otherwise),
+    written as one PNG at ``path`` through a temporary file.
+
+    Drawn with Pillow (matplotlib's own image dependency) instead of a matplotlib figure: a grid of
+    images needs no axes, and one axes per sample cost seconds and thousands of objects per grid.
+
+    >>> import tempfile
+    >>> path = save_image_grid(torch.rand(3, 1, 8, 8), ["a", "b", "d"], [True, False, True],
+    ...                        Path(tempfile.mkdtemp()) / "grid.png", columns=2)
+    >>> from PIL import Image
+    >>> Image.open(path).size
+    (208, 264)
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
     count = images.shape[0]
     columns = max(1, min(columns, count))
     rows = max(1, math.ceil(count / columns))
-    figure = new_figure(1.6 * columns, 1.75 * rows)
+    caption, pad = 28, 4
+    pixels = images.detach().float().clamp(0, 1).cpu()
+    if pixels.shape[1] != 3:
+        pixels = pixels[:, :1].expand(-1, 3, -1, -1)
+    # nearest-neighbour upscaling keeps small images (8x8 digits) sharp; the longer side becomes ``cell``
+    height, width = pixels.shape[-2:]
+    scale = max(1, cell // max(height, width))
+    pixels = pixels.repeat_interleave(scale, -2).repeat_interleave(scale, -1)
+    arrays = (pixels.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
+    cell_w, cell_h = arrays.shape[2] + 2 * pad, arrays.shape[1] + caption + 2 * pad
+    canvas = Image.new("RGB", (columns * cell_w, rows * cell_h), "white")
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=10)
     for index in range(count):
-        axes = figure.add_subplot(rows, columns, index + 1)
-        image = images[index].detach().float().clamp(0, 1).cpu()
-        if image.shape[0] == 3:
-            axes.imshow(image.permute(1, 2, 0).numpy())
-        else:
-            axes.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
-        axes.set_title(titles[index], fontsize=7, color="green" if correct[index] else "red")
-        axes.axis("off")
-    return figure
+        left, top = (index % columns) * cell_w + pad, (index // columns) * cell_h + pad
+        canvas.paste(Image.fromarray(arrays[index]), (left, top))
+        color = (0, 128, 0) if correct[index] else (200, 0, 0)
+        draw.multiline_text((left, top + arrays.shape[1] + 2), titles[index], fill=color, font=font, spacing=2)
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            canvas.save(file, format="PNG")
+        _publish(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def _curves(value: object) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
