@@ -9,9 +9,9 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "unit" / "data"))
-from imagegen import image_folder, truncated_jpeg  # noqa: E402
+from imagegen import image_folder, truncated_jpeg
 
-from trainforge.cli import main  # noqa: E402
+from trainforge.cli import main
 
 TORCHOK = Path("/work/shared/external/torchok/test_data")
 
