@@ -131,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--strict", action="store_true", help="fail on the first section error instead of warning")
     report.add_argument("--open", action="store_true", help="open the page in the default web browser")
     report.set_defaults(func=_cmd_report)
+
+    from .data.cli import add_parser as add_data_parser  # data validate|cache|preview
+
+    add_data_parser(commands)
     return parser
 
 
