@@ -413,6 +413,8 @@ class Trainer:
         if guard.check(loss, batch, terms):  # a non-finite loss under the "skip" policy
             outputs["loss"] = torch.zeros((), device=loss.device)
             outputs["num_samples"] = 0
+            if terms is not None:  # weighted by 0 in the epoch means, but a NaN times 0 is still NaN
+                outputs.update({f"loss/{k}": torch.zeros((), device=loss.device) for k in terms})
             return outputs
         runtime = self.runtime
         accumulating = self.config.accumulate_grad_batches > 1 and self._accumulating()
@@ -437,7 +439,10 @@ class Trainer:
         outputs = self.forward(batch, training=False)
         if "target" in batch:
             loss = self.compute_loss(outputs, batch)
-            outputs["loss"] = (loss[0] if isinstance(loss, tuple) else loss).detach()
+            if isinstance(loss, tuple):
+                loss, terms = loss
+                outputs.update({f"loss/{k}": v.detach() for k, v in terms.items()})
+            outputs["loss"] = loss.detach()
         outputs["num_samples"] = _batch_size(batch)
         self.compute_metrics(self._eval_phase, outputs, batch, loader=self._eval_loader_name)
         return outputs
@@ -696,6 +701,8 @@ class Trainer:
         recipe.loader = loader
         recipe.reset()
         self._eval_loss_avg.alias = f"{prefix}/loss"
+        for tag, average in self._eval_term_avgs.items():
+            average.alias = f"{prefix}/loss/{tag}"
         metrics = dict(recipe.run(1).metrics)
         if self.metrics_manager is not None and self.metrics_manager.names(phase, loader=name):
             computed = self.metrics_manager.compute(phase, loader=name)
@@ -772,8 +779,6 @@ class Trainer:
         self._build_recipes()
         self.recipe.state.extra["run_id"] = getattr(self, "run_id", None)  # stamped into checkpoint manifests
         self._setup_done = True
-        if not getattr(self, "_fitting", False):
-            self._release_run_folder()  # evaluate/predict/save: the folder is locked only while in use
 
     def _prepare_model(self) -> None:
         cfg, model = self.config, self.model
@@ -858,6 +863,13 @@ class Trainer:
         self._eval_recipe.device = None if self.runtime.device.type == "cpu" else self.runtime.device
         self._eval_loss_avg = EpochMetricAvg("loss", post_each_batch=False, weight="num_samples")
         self._eval_recipe.callbacks.add(self._eval_loss_avg)
+        # a joint loss's terms: train/loss/<tag>, valid/loss/<tag> (per-sample means, like the loss)
+        tags = getattr(self.criterion, "tags", None) if getattr(type(self.criterion), "takes_dicts", False) else None
+        tags = [str(tag) for tag in tags] if isinstance(tags, (list, tuple)) else []
+        self._eval_term_avgs = {tag: EpochMetricAvg(f"loss/{tag}", post_each_batch=False, weight="num_samples")
+                                for tag in tags}
+        for average in self._eval_term_avgs.values():
+            self._eval_recipe.callbacks.add(average)
         self._eval_recipe.callbacks.add(_EvalBatchEvents(self))
 
         self.recipe = recipe = Recipe(
@@ -893,6 +905,9 @@ class Trainer:
         if self.ema is not None:
             recipe.callbacks.add(self.ema, "prologue")
         recipe.callbacks.add(EpochMetricAvg("loss", alias="train/loss", weight="num_samples"), "prologue")
+        for tag in self._eval_term_avgs:
+            recipe.callbacks.add(EpochMetricAvg(f"loss/{tag}", alias=f"train/loss/{tag}", weight="num_samples"),
+                                 "prologue")
         recipe.callbacks.add(_TrainMetrics(self), "prologue")
         recipe.callbacks.add(Throughput(log_every=cfg.log_every_n_steps), "prologue")
         if cfg.eval_strategy != "no" and self._eval_loaders:
@@ -987,8 +1002,9 @@ class Trainer:
 
     def _claim_run_folder(self) -> None:
         """(rank 0) Lock the run folder and, once per Trainer, check it and write ``config.yaml``,
-        ``env.json`` and ``run.json`` (see ``run_folder.prepare``). Outside ``fit`` (evaluate, save,
-        export) a folder holding a finished run is left as it is: nothing of it is rewritten."""
+        ``env.json`` and ``run.json`` (see ``run_folder.prepare``). ``fit`` keeps the lock until it
+        ends; outside it (evaluate, save, export) the lock is only checked and given back at once, and
+        a folder holding a finished run is left as it is: nothing of it is rewritten."""
         from . import run_folder
 
         if not self.runtime.is_main or self.run_dir is None:
@@ -997,20 +1013,27 @@ class Trainer:
         if lock is None or lock.run_dir != self.run_dir:
             run_folder.refuse_links(self.run_dir)  # before the lock file is written
             lock = self._run_lock = run_folder.RunLock(self.run_dir)
-        lock.acquire()
-        if getattr(self, "_run_prepared", False):
-            return
-        resuming = getattr(self, "_asked_resume", False) or getattr(self, "_resume_pending", False)
         fitting = getattr(self, "_fitting", False)
-        if not fitting and not resuming and run_folder.run_contents(self.run_dir):
-            return
+        lock.acquire()
         try:
-            self.run_id = run_folder.prepare(self.run_dir, resuming=resuming, overwrite=self.config.overwrite)
-            _write_text_atomic(self.run_dir / "config.yaml", self._run_config_text())
-            _write_text_atomic(self.run_dir / "env.json", json.dumps(environment_info(), indent=2))
+            self._prepare_run_folder(fitting)
         except BaseException:
             self._release_run_folder()
             raise
+        if not fitting:
+            self._release_run_folder()
+
+    def _prepare_run_folder(self, fitting: bool) -> None:
+        from . import run_folder
+
+        if getattr(self, "_run_prepared", False):
+            return
+        resuming = getattr(self, "_asked_resume", False) or getattr(self, "_resume_pending", False)
+        if not fitting and not resuming and run_folder.run_contents(self.run_dir):
+            return
+        self.run_id = run_folder.prepare(self.run_dir, resuming=resuming, overwrite=self.config.overwrite)
+        _write_text_atomic(self.run_dir / "config.yaml", self._run_config_text())
+        _write_text_atomic(self.run_dir / "env.json", json.dumps(environment_info(), indent=2))
         self._run_prepared = True
         if self.recipe is not None:  # prepared after setup (a fit after evaluate): loggers see the new files
             self.recipe.state.extra["run_id"] = self.run_id

@@ -147,10 +147,3 @@ def test_config_check_accepts_what_training_accepts(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.startswith(f"{path}: valid\n") and "lr: 0.001\n" in out
 
-
-def test_config_check_of_an_experiment_file_points_to_train(capsys):
-    experiment = ROOT / "configs" / "classification_digits.yaml"
-    assert main(["config", "check", str(experiment)]) == 2
-    err = capsys.readouterr().err
-    assert f"{experiment} is an experiment config (sections data, " in err
-    assert f"run it with `trainforge train --config {experiment}`" in err
