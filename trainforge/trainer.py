@@ -413,6 +413,8 @@ class Trainer:
         if guard.check(loss, batch, terms):  # a non-finite loss under the "skip" policy
             outputs["loss"] = torch.zeros((), device=loss.device)
             outputs["num_samples"] = 0
+            if terms is not None:  # weighted by 0 in the epoch means, but a NaN times 0 is still NaN
+                outputs.update({f"loss/{k}": torch.zeros((), device=loss.device) for k in terms})
             return outputs
         runtime = self.runtime
         accumulating = self.config.accumulate_grad_batches > 1 and self._accumulating()
@@ -437,7 +439,10 @@ class Trainer:
         outputs = self.forward(batch, training=False)
         if "target" in batch:
             loss = self.compute_loss(outputs, batch)
-            outputs["loss"] = (loss[0] if isinstance(loss, tuple) else loss).detach()
+            if isinstance(loss, tuple):
+                loss, terms = loss
+                outputs.update({f"loss/{k}": v.detach() for k, v in terms.items()})
+            outputs["loss"] = loss.detach()
         outputs["num_samples"] = _batch_size(batch)
         self.compute_metrics(self._eval_phase, outputs, batch, loader=self._eval_loader_name)
         return outputs
@@ -696,6 +701,8 @@ class Trainer:
         recipe.loader = loader
         recipe.reset()
         self._eval_loss_avg.alias = f"{prefix}/loss"
+        for tag, average in self._eval_term_avgs.items():
+            average.alias = f"{prefix}/loss/{tag}"
         metrics = dict(recipe.run(1).metrics)
         if self.metrics_manager is not None and self.metrics_manager.names(phase, loader=name):
             computed = self.metrics_manager.compute(phase, loader=name)
@@ -856,6 +863,13 @@ class Trainer:
         self._eval_recipe.device = None if self.runtime.device.type == "cpu" else self.runtime.device
         self._eval_loss_avg = EpochMetricAvg("loss", post_each_batch=False, weight="num_samples")
         self._eval_recipe.callbacks.add(self._eval_loss_avg)
+        # a joint loss's terms: train/loss/<tag>, valid/loss/<tag> (per-sample means, like the loss)
+        tags = getattr(self.criterion, "tags", None) if getattr(type(self.criterion), "takes_dicts", False) else None
+        tags = [str(tag) for tag in tags] if isinstance(tags, (list, tuple)) else []
+        self._eval_term_avgs = {tag: EpochMetricAvg(f"loss/{tag}", post_each_batch=False, weight="num_samples")
+                                for tag in tags}
+        for average in self._eval_term_avgs.values():
+            self._eval_recipe.callbacks.add(average)
         self._eval_recipe.callbacks.add(_EvalBatchEvents(self))
 
         self.recipe = recipe = Recipe(
@@ -891,6 +905,9 @@ class Trainer:
         if self.ema is not None:
             recipe.callbacks.add(self.ema, "prologue")
         recipe.callbacks.add(EpochMetricAvg("loss", alias="train/loss", weight="num_samples"), "prologue")
+        for tag in self._eval_term_avgs:
+            recipe.callbacks.add(EpochMetricAvg(f"loss/{tag}", alias=f"train/loss/{tag}", weight="num_samples"),
+                                 "prologue")
         recipe.callbacks.add(_TrainMetrics(self), "prologue")
         recipe.callbacks.add(Throughput(log_every=cfg.log_every_n_steps), "prologue")
         if cfg.eval_strategy != "no" and self._eval_loaders:
