@@ -23,9 +23,13 @@ def _cmd_config(args: argparse.Namespace) -> int:
     if args.action == "defaults":
         print(TrainingConfig.describe())
     elif args.action == "check":
+        from .config.hydra_cli import check_experiment_file, is_experiment_file
         from .config_check import check_config
         from .errors import ConfigError
 
+        if is_experiment_file(args.path):  # TorchOk's sections (task, data...): an experiment, not a TrainingConfig
+            print(check_experiment_file(args.path, args.overrides), end="")
+            return 0
         config = TrainingConfig.from_yaml(args.path)
         try:
             check_config(config)  # the same checks Trainer.setup runs before training
@@ -114,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         "print it resolved",
     )
     check.add_argument("path")
+    check.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Hydra overrides (experiment files)")
     config.set_defaults(func=_cmd_config)
 
     _add_run_parser(commands, "train", "train the experiment of one YAML file")
@@ -131,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--strict", action="store_true", help="fail on the first section error instead of warning")
     report.add_argument("--open", action="store_true", help="open the page in the default web browser")
     report.set_defaults(func=_cmd_report)
+
+    from .data.cli import add_parser as add_data_parser  # data validate|cache|preview
+
+    add_data_parser(commands)
     return parser
 
 

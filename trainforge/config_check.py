@@ -202,7 +202,12 @@ def _check_metrics(metrics: Any) -> list[Any]:
 
 def monitor_names(config: TrainingConfig, specs: list[Any], valid_loaders: list[str | None]) -> list[str]:
     """The metric names a run with ``config`` logs: ``train/loss``, ``lr``, ``<phase>/<metric>`` for each
-    configured metric, and ``valid/loss`` (``valid_<name>/...`` for named extra loaders) when it evaluates."""
+    configured metric, and ``valid/loss`` (``valid_<name>/...`` for named extra loaders) when it evaluates.
+
+    >>> from trainforge.metrics.manager import MetricSpec
+    >>> monitor_names(TrainingConfig(), [MetricSpec("F1Score")], [None, "noisy"])
+    ['train/loss', 'lr', 'train/f1_score', 'valid/loss', 'valid/f1_score', 'valid_noisy/loss', 'valid_noisy/f1_score']
+    """
     from .metrics.manager import phase_prefix
 
     names = ["train/loss", "lr"] + [f"train/{s.display_name}" for s in specs if "TRAIN" in s.phases]
@@ -214,7 +219,14 @@ def monitor_names(config: TrainingConfig, specs: list[Any], valid_loaders: list[
 
 
 def check_monitor(where: str, monitor: Any, names: list[str], specs: list[Any] | None = None) -> None:
-    """``monitor`` must be one of ``names`` (or a key of a dict-valued metric, ``name/<key>``)."""
+    """``monitor`` must be one of ``names`` (or a key of a dict-valued metric, ``name/<key>``); otherwise a
+    ``ConfigError`` with the close match, or ours for another framework's name (Towhee's ``eval_epoch_loss``).
+
+    >>> check_monitor("checkpoint.monitor", "eval_epoch_loss", ["train/loss", "valid/loss"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    trainforge.errors.ConfigError: checkpoint.monitor='eval_epoch_loss' ... name); use 'valid/loss' (it logs: ...
+    """
     if not isinstance(monitor, str):
         raise ConfigError(f"{where}={monitor!r}: expected a metric name such as 'valid/loss'")
     if monitor in names or any(monitor.startswith(f"{name}/") for name in names):

@@ -788,8 +788,6 @@ class Trainer:
         self._build_recipes()
         self.recipe.state.extra["run_id"] = getattr(self, "run_id", None)  # stamped into checkpoint manifests
         self._setup_done = True
-        if not getattr(self, "_fitting", False):
-            self._release_run_folder()  # evaluate/predict/save: the folder is locked only while in use
 
     def _prepare_model(self) -> None:
         cfg, model = self.config, self.model
@@ -1013,8 +1011,9 @@ class Trainer:
 
     def _claim_run_folder(self) -> None:
         """(rank 0) Lock the run folder and, once per Trainer, check it and write ``config.yaml``,
-        ``env.json`` and ``run.json`` (see ``run_folder.prepare``). Outside ``fit`` (evaluate, save,
-        export) a folder holding a finished run is left as it is: nothing of it is rewritten."""
+        ``env.json`` and ``run.json`` (see ``run_folder.prepare``). ``fit`` keeps the lock until it
+        ends; outside it (evaluate, save, export) the lock is only checked and given back at once, and
+        a folder holding a finished run is left as it is: nothing of it is rewritten."""
         from . import run_folder
 
         if not self.runtime.is_main or self.run_dir is None:
@@ -1023,20 +1022,27 @@ class Trainer:
         if lock is None or lock.run_dir != self.run_dir:
             run_folder.refuse_links(self.run_dir)  # before the lock file is written
             lock = self._run_lock = run_folder.RunLock(self.run_dir)
-        lock.acquire()
-        if getattr(self, "_run_prepared", False):
-            return
-        resuming = getattr(self, "_asked_resume", False) or getattr(self, "_resume_pending", False)
         fitting = getattr(self, "_fitting", False)
-        if not fitting and not resuming and run_folder.run_contents(self.run_dir):
-            return
+        lock.acquire()
         try:
-            self.run_id = run_folder.prepare(self.run_dir, resuming=resuming, overwrite=self.config.overwrite)
-            _write_text_atomic(self.run_dir / "config.yaml", self._run_config_text())
-            _write_text_atomic(self.run_dir / "env.json", json.dumps(environment_info(), indent=2))
+            self._prepare_run_folder(fitting)
         except BaseException:
             self._release_run_folder()
             raise
+        if not fitting:
+            self._release_run_folder()
+
+    def _prepare_run_folder(self, fitting: bool) -> None:
+        from . import run_folder
+
+        if getattr(self, "_run_prepared", False):
+            return
+        resuming = getattr(self, "_asked_resume", False) or getattr(self, "_resume_pending", False)
+        if not fitting and not resuming and run_folder.run_contents(self.run_dir):
+            return
+        self.run_id = run_folder.prepare(self.run_dir, resuming=resuming, overwrite=self.config.overwrite)
+        _write_text_atomic(self.run_dir / "config.yaml", self._run_config_text())
+        _write_text_atomic(self.run_dir / "env.json", json.dumps(environment_info(), indent=2))
         self._run_prepared = True
         if self.recipe is not None:  # prepared after setup (a fit after evaluate): loggers see the new files
             self.recipe.state.extra["run_id"] = self.run_id

@@ -124,6 +124,9 @@ class TrainingConfig:
     def validate(self) -> None:
         """Check types, choices and ranges; raise ``ConfigError`` naming the key."""
         hints = typing.get_type_hints(type(self))
+        ours = _PRECISION_SPELLINGS.get(str(self.precision).lower())
+        if ours is not None and self.precision != ours:
+            raise ConfigError(f"precision={self.precision!r} is another framework's spelling; use {ours!r}")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             _check_type(f.name, value, hints[f.name])
@@ -285,6 +288,15 @@ FOREIGN_KEYS: dict[str, tuple[str | None, str, str | None]] = {
     "adam_beta2": ("optimizer_params", "Towhee's and Hugging Face's", "use optimizer_params={'betas': [b1, b2]}"),
     "adam_epsilon": ("optimizer_params", "Towhee's and Hugging Face's", "use optimizer_params={'eps': ...}"),
     "call_back_list": (None, "Towhee's", "pass callbacks=[...] to Trainer"),
+    "logging_strategy": ("log_every_n_steps", "Towhee's and Hugging Face's",
+                         "metrics are logged every log_every_n_steps steps and at each epoch end"),
+    "saving_strategy": ("checkpoint", "Towhee's", "use checkpoint={'every_n_epochs': N} or {'every_n_steps': N}"),
+    "saving_steps": ("checkpoint", "Towhee's", "use checkpoint={'every_n_steps': N}"),
+    "saving_total_limit": ("checkpoint", "Towhee's", "use checkpoint={'save_top_k': N}"),
+    "greater_is_better": ("checkpoint", "Towhee's", "use checkpoint={'mode': 'max'}"),
+    "report_to": (None, "Towhee's and Hugging Face's", "pass loggers in callbacks=[...] (TensorBoard is on)"),
+    "disable_tqdm": ("progress_bar", "Towhee's", "use progress_bar=False"),
+    "no_cuda": ("device", "Towhee's", "use device='cpu'"),
     "num_epochs": ("max_epochs", "Kornia's", None),
     "output_path": ("output_dir", "Kornia's", None),
     "seed_params": ("seed", "TorchOk's", "use seed=N (DataLoader workers are always seeded from it)"),
@@ -313,6 +325,10 @@ FOREIGN_KEYS: dict[str, tuple[str | None, str, str | None]] = {
     "workers": ("num_workers", "timm's", None),
     "warmup_epochs": ("warmup_steps", "timm's", "use warmup_steps (optimizer steps) or warmup_ratio"),
 }
+
+#: Lightning's and timm's precision spellings, with ours.
+_PRECISION_SPELLINGS = {"16": "16-mixed", "fp16": "16-mixed", "16-true": "16-mixed", "amp": "16-mixed",
+                        "bf16": "bf16-mixed", "bf16-true": "bf16-mixed", "32-true": "32", "fp32": "32", "32": "32"}
 
 #: Towhee's YAML sections (``TrainingConfig.save_to_yaml`` writes its settings under these).
 TOWHEE_SECTIONS = ("train", "learning", "callback", "device", "logging", "metrics")
@@ -387,6 +403,8 @@ def _check_towhee_keys(cls: type, flat: dict[str, Any], names: list[str], source
             continue
         try:
             _check_type(key, value, hints[key])
+            if key == "tensorboard":
+                _check_tensorboard(value)
         except ConfigError as error:
             named = " (write the name as a string and the arguments in <key>_params)" if (
                 isinstance(value, dict) and "name_" in value) else ""
@@ -437,4 +455,5 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
         if isinstance(value, kind):
             return
     expected = " or ".join("None" if k is type(None) else getattr(k, "__name__", str(k)) for k in allowed)
-    raise ConfigError(f"{name}={value!r} has type {type(value).__name__}; expected {expected}")
+    hint = " (YAML writes None as null or ~)" if value in ("None", "none") and type(None) in allowed else ""
+    raise ConfigError(f"{name}={value!r} has type {type(value).__name__}; expected {expected}{hint}")

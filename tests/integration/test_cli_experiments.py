@@ -50,7 +50,7 @@ def test_config_path_and_name_and_test_mode(tmp_path: Path) -> None:
     assert main(["train", "-cp", str(ROOT / "configs"), "-cn", "classification_digits", *QUICK,
                  f"hydra.run.dir={first}"]) == 0
     assert (first / "experiment.yaml").is_file()
-    test_set = "+data.TEST=[{dataset: {name: Digits, params: {train: false}}, dataloader: {batch_size: 128}}]"
+    test_set = "+data.TEST=[{dataset: {name: Digits, params: {split: valid}}, dataloader: {batch_size: 128}}]"
     assert main(["test", "--config", DIGITS, *QUICK, test_set, f"+resume_path={first}",
                  f"hydra.run.dir={tmp_path / 'tested'}"]) == 0
     tested = json.loads((tmp_path / "tested" / "test_metrics.json").read_text())
@@ -61,7 +61,7 @@ def test_config_path_and_name_and_test_mode(tmp_path: Path) -> None:
 
 
 def test_predict_mode_with_plus_mode(tmp_path: Path) -> None:
-    predict = "+data.PREDICT=[{dataset: {name: Digits, params: {train: false}}}]"
+    predict = "+data.PREDICT=[{dataset: {name: Digits, params: {split: valid}}}]"
     assert main(["train", "--config", DIGITS, *QUICK, predict, "+mode=predict",
                  f"hydra.run.dir={tmp_path / 'p'}"]) == 0
     saved = torch.load(tmp_path / "p" / "predictions_predict.pt", weights_only=True)

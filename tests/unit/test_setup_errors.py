@@ -201,3 +201,20 @@ def test_tensorboard_log_dir_inside_the_run_folder_and_absolute(tmp_path, small)
     Trainer(mlp(), cfg(tmp_path, output_dir=str(tmp_path / "run2"), tensorboard={"log_dir": str(chosen)}),
             train_data=small[0]).fit()
     assert any(chosen.glob("events.out.tfevents.*"))
+
+
+def test_segmentation_masks_with_more_classes_than_output_channels(tmp_path, small):
+    images = torch.stack([small[0][i][0] for i in range(64)])
+    labels = torch.tensor([small[0][i][1] for i in range(64)])
+    masks = (images[:, 0] > images.mean()).long() * labels[:, None, None]  # digit pixels carry the class: 0..9
+    torch.manual_seed(0)
+    two_class = nn.Conv2d(1, 2, 3, padding=1)
+    with pytest.raises(ConfigError, match=r"labels up to 9, so at least 10 classes, but the model gives 2 outputs per "
+                                          r"sample \(output shape \[64, 2, 8, 8\]\)"):
+        Trainer(two_class, cfg(tmp_path, metrics=[]), train_data=TensorDataset(images, masks)).fit()
+    border = masks.clone()
+    border[:, 0, :] = 255  # ignored pixels
+    ten_class = nn.Conv2d(1, 10, 3, padding=1)
+    state = Trainer(ten_class, cfg(tmp_path, metrics=[]), train_data=TensorDataset(images, border),
+                    criterion=nn.CrossEntropyLoss(ignore_index=255)).fit()
+    assert state.global_step == 1

@@ -100,6 +100,14 @@ def test_out_of_range_settings(key, value, expected):
         TrainingConfig(**{key: value})
 
 
+@pytest.mark.parametrize(
+    ("value", "ours"), [(16, "16-mixed"), ("bf16", "bf16-mixed"), (32, "32"), ("16-true", "16-mixed")]
+)
+def test_lightning_precision_spellings_point_to_ours(value, ours):
+    with pytest.raises(ConfigError, match=rf"precision={value!r} is another framework's spelling; use '{ours}'"):
+        TrainingConfig(precision=value)
+
+
 def test_lr_zero_and_the_edges_of_ranges_are_allowed():
     assert TrainingConfig(lr=0.0).lr == 0.0  # torch allows it (a frozen run, a probe)
     assert TrainingConfig(seed=0).seed == 0 and TrainingConfig(seed=2**63 - 1).seed == 2**63 - 1
@@ -147,6 +155,8 @@ def test_towhee_config2_names_every_key_we_do_not_have():
         "- logging.logging_dir (Towhee's name); use tensorboard={'log_dir': DIR}",
         "- train.max_steps (Lightning's and Towhee's name); trainforge trains whole epochs",
         "- device.sync_bn: trainforge has no such setting",
+        "- callback.tensorboard: tensorboard has no key(s) ['comment']; accepted: log_dir",
+        "- logging.logging_strategy (Towhee's and Hugging Face's name); metrics are logged every log_every_n_steps",
         "- learning.optimizer: optimizer={'name_': 'AdamW', 'lr': 0.001} has type dict; expected str (write the name",
     ):
         assert line in message, (line, message)
@@ -161,6 +171,7 @@ def test_towhee_old_layout_is_an_error_naming_the_keys():
     assert "- train.args.epoch_num (Towhee's name); use 'max_epochs'" in message
     assert "- learning.args.adam_beta1 (Towhee's and Hugging Face's name); use optimizer_params" in message
     assert "- train.args.do_train: trainforge has no such setting" in message
+    assert "- train.args.eval_steps: eval_steps='None' has type str; expected int or None (YAML writes" in message
 
 
 def test_towhee_sections_with_our_names_load_and_save_round_trips(tmp_path):

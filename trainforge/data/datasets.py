@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import os
+import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from torch.utils.data import Dataset
 
 from ..errors import ConfigError, CorruptImageError, DatasetError
 from .reading import IMAGE_EXTENSIONS, check_format, list_images, read_image, size_pair
-from .transforms import build_pipeline, image_tensor
+from .transforms import build_pipeline, image_tensor, seed_steps, seedable_steps
 
 BAD_FILE_POLICIES = ("raise", "skip")
 _MAX_LISTED = 50  # problems listed in one error; the rest are counted
@@ -80,6 +81,7 @@ class VisionDataset(Dataset):
         self.paths: list[Path] = []
         self.skipped_at_start: list[tuple[str, str]] = []  # (path, reason) dropped before training (skip mode)
         self._pipeline: Any = None
+        self._seedable: list[Any] = []
         self._pipeline_built = False
 
     # -- what subclasses provide ---------------------------------------------------------------------
@@ -105,6 +107,7 @@ class VisionDataset(Dataset):
     def pipeline(self) -> Any:
         if not self._pipeline_built:  # built on first use: albumentations is imported only when needed
             self._pipeline = build_pipeline(self.augment, self.transform, boxes=self.boxes)
+            self._seedable = seedable_steps(self._pipeline) if self._pipeline is not None else []
             self._pipeline_built = True
         return self._pipeline
 
@@ -118,12 +121,14 @@ class VisionDataset(Dataset):
             raise
         pipeline = self.pipeline
         if pipeline is not None:
+            if self._seedable:  # from the global RNG, which the loader seeds per (seed, epoch, index)
+                seed_steps(self._seedable, random.getrandbits(32))
             sample = dict(sample, **pipeline(**{k: v for k, v in sample.items() if k != "target"}))
         return self.finish(sample, index)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_pipeline"], state["_pipeline_built"] = None, False  # rebuilt in each worker
+        state["_pipeline"], state["_pipeline_built"], state["_seedable"] = None, False, []  # rebuilt per worker
         return state
 
     def __repr__(self) -> str:

@@ -61,6 +61,26 @@ def build_pipeline(augment: Any, transform: Any, *, boxes: bool = False) -> Tran
     return A.Compose(steps, bbox_params=params)
 
 
+def seedable_steps(pipeline: Any) -> list[Any]:
+    """Every albumentations node of ``pipeline`` (composes before their children), for ``seed_steps``."""
+    found, pending = [], [pipeline]
+    while pending:
+        node = pending.pop(0)
+        if hasattr(node, "set_random_seed"):
+            found.append(node)
+        pending.extend(getattr(node, "transforms", None) or getattr(node, "steps", None) or [])
+    return found
+
+
+def seed_steps(steps: list[Any], seed: int) -> None:
+    """Seed each albumentations step from ``seed``, each differently. albumentations 2 draws from its own
+    generators, not the global ones the loader seeds per sample; without this its draws would depend on
+    the worker and would not repeat after a resume. (``Compose.set_random_seed`` gives every child the
+    same seed, which would make their draws agree.)"""
+    for offset, step in enumerate(steps):
+        step.set_random_seed((seed + offset * 0x9E3779B1) % 2**32)
+
+
 class _Chain:
     """Plain callables in order (a user's function is not an albumentations step)."""
 

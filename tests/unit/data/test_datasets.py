@@ -198,3 +198,19 @@ def test_data_sets_build_by_name_with_transforms(tmp_path):
     assert ds[0]["input"].shape == (3, 6, 6)
     assert "HorizontalFlip" in albumentations and "RandomHorizontalFlip" in get_registry("augmentations")
     assert "ImageClassificationDataset" in get_registry("datasets")
+
+
+def test_albumentations_draws_follow_the_sample_seed_not_the_worker(tmp_path):
+    import albumentations as A
+
+    from trainforge.data import ResumableLoader
+
+    ds = ImageFolder(image_folder(tmp_path, per_class=8), augment=[A.HorizontalFlip(), A.RandomBrightnessContrast()])
+
+    def epoch(workers, number):
+        loader = ResumableLoader(ds, batch_size=4, shuffle=True, seed=7, num_workers=workers)
+        return torch.cat([b["input"] for b in loader.iter_epoch(number)])
+
+    first = epoch(0, 0)
+    assert torch.equal(first, epoch(0, 0)) and torch.equal(first, epoch(2, 0))
+    assert not torch.equal(first, epoch(0, 1))
