@@ -11,8 +11,10 @@ Measured, per runner, from alternating 1-epoch and 5-epoch runs in one process (
   (target >= 0.95x the hand-written loop);
 - fixed cost per run: the 1-epoch run's time minus its steps at the marginal rate (target <= 0.5 s);
 - objects left in reference cycles by a finished run: the garbage ``gc.collect()`` finds once the
-  run's objects are dropped, with the collector off during the run (target < 1,000). Each is a pause
-  that whatever runs next pays;
+  run's objects are dropped, the collector running as usual during the run (target < 1,000). A full
+  collection that has them to free is a pause that whatever runs next pays;
+- the same marginal rate and fixed cost in CPU seconds of this process (``time.process_time``), which a
+  shared, busy machine disturbs less than wall time;
 - with ``--profile``: where the Trainer's fixed cost goes (cProfile of a 1-epoch fit, top entries).
 
 Run: ``python bench/defaults.py [--rounds 3]``.
@@ -103,33 +105,31 @@ def trainer_defaults(epochs: int, out: Path) -> int:
 RUNNERS: dict[str, Callable[[int, Path], int]] = {"hand-written": hand_written, "trainer": trainer_defaults}
 
 
-def timed(fn: Callable[[int, Path], int], epochs: int) -> tuple[float, int, int]:
-    """(seconds, steps, objects left in reference cycles) of one run in a fresh folder."""
+def timed(fn: Callable[[int, Path], int], epochs: int) -> tuple[float, float, int, int]:
+    """(wall seconds, CPU seconds, steps, objects left in reference cycles) of one run in a fresh folder."""
     with tempfile.TemporaryDirectory(prefix="bench-defaults-") as folder:
         gc.collect()
-        gc.disable()  # what the run leaves in cycles is counted below, not collected on the way
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                start = time.perf_counter()
-                steps = fn(epochs, Path(folder))
-                seconds = time.perf_counter() - start
-            left = gc.collect()
-        finally:
-            gc.enable()
-    return seconds, steps, left
+        with contextlib.redirect_stdout(io.StringIO()):
+            start, cpu = time.perf_counter(), time.process_time()
+            steps = fn(epochs, Path(folder))
+            seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+        left = gc.collect()  # the run's objects are dropped: what is found now was held in cycles
+    return seconds, cpu_seconds, steps, left
 
 
 def measure(rounds: int) -> dict[str, dict[str, float]]:
-    samples: dict[str, dict[str, list[float]]] = {n: {"marginal": [], "fixed": [], "cycles": []} for n in RUNNERS}
+    keys = ("marginal", "fixed", "cpu_marginal", "cpu_fixed", "cycles")
+    samples: dict[str, dict[str, list[float]]] = {n: {k: [] for k in keys} for n in RUNNERS}
     for round_index in range(rounds + 1):  # the first round warms up (imports, allocator) and is dropped
         for name, fn in RUNNERS.items():
-            t1, s1, left = timed(fn, 1)
-            t5, s5, _ = timed(fn, 5)
+            t1, c1, s1, left = timed(fn, 1)
+            t5, c5, s5, _ = timed(fn, 5)
             if round_index == 0:
                 continue
-            marginal = (s5 - s1) / (t5 - t1)
-            samples[name]["marginal"].append(marginal)
-            samples[name]["fixed"].append(t1 - s1 / marginal)
+            for prefix, one, five in (("", t1, t5), ("cpu_", c1, c5)):
+                marginal = (s5 - s1) / (five - one)
+                samples[name][f"{prefix}marginal"].append(marginal)
+                samples[name][f"{prefix}fixed"].append(one - s1 / marginal)
             samples[name]["cycles"].append(left)
     return {name: {key: statistics.median(values) for key, values in parts.items()} for name, parts in samples.items()}
 
@@ -155,11 +155,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     results = measure(args.rounds)
-    base = results["hand-written"]["marginal"]
+    base = results["hand-written"]
     for name, result in results.items():
-        print(f"{name:>13}: marginal {result['marginal']:7.1f} steps/s ({result['marginal'] / base:.3f}x, target "
-              f">= 0.95x) | fixed {result['fixed']:.3f} s/run (target <= 0.5) | left in cycles "
+        print(f"{name:>13}: marginal {result['marginal']:6.1f} steps/s ({result['marginal'] / base['marginal']:.3f}x, "
+              f"target >= 0.95x) | fixed {result['fixed']:.3f} s/run (target <= 0.5) | left in cycles "
               f"{int(result['cycles'])} objects (target < 1000)  [median of {args.rounds}]")
+        print(f"{'':>13}  CPU time: marginal {result['cpu_marginal']:6.1f} steps/s "
+              f"({result['cpu_marginal'] / base['cpu_marginal']:.3f}x) | fixed {result['cpu_fixed']:.3f} s/run")
     if args.profile:
         profile_fixed_cost()
 

@@ -13,7 +13,7 @@ import platform
 import sys
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from ._version import __version__
 from .callbacks import EpochMetricAvg, Optimizer, StdoutLogger
 from .callbacks.checkpoint import ModelCheckpoint
 from .callbacks.early_stopping import EarlyStopping
+from .config_check import FirstBatchCheck, check_trainer_setup, optimizer_mismatch, require_training_data
 from .data import ResumableLoader
 from .engine import Recipe, State, hook_methods
 from .errors import ConfigError, ResumeMismatchError
@@ -139,6 +140,7 @@ class Trainer:
         optimizer: torch.optim.Optimizer | None = None,
         scheduler: Any = None,
         callbacks: Mapping[str, Any] | Iterable[Any] | None = None,
+        class_names: Sequence[str] | None = None,
         **seed_names: Any,
     ) -> None:
         """Three call styles, told apart by what follows the model (see ``trainforge.trainer_args``):
@@ -175,7 +177,7 @@ class Trainer:
         self.ema: Any = None
         self.run_dir: Path | None = None
         self.loggers: list[Any] = []
-        self.class_names: list[str] | None = None
+        self.class_names, self._class_names_source = _class_names(class_names, self.train_data, self.valid_data)
         self._in_custom_evaluate = False  # see _posting_evaluate
         self._apply_callbacks(callbacks)
         if "evaluate" not in self.__dict__ and type(self).evaluate is not Trainer.evaluate:
@@ -411,6 +413,8 @@ class Trainer:
         if guard.check(loss, batch, terms):  # a non-finite loss under the "skip" policy
             outputs["loss"] = torch.zeros((), device=loss.device)
             outputs["num_samples"] = 0
+            if terms is not None:  # weighted by 0 in the epoch means, but a NaN times 0 is still NaN
+                outputs.update({f"loss/{k}": torch.zeros((), device=loss.device) for k in terms})
             return outputs
         runtime = self.runtime
         accumulating = self.config.accumulate_grad_batches > 1 and self._accumulating()
@@ -435,7 +439,10 @@ class Trainer:
         outputs = self.forward(batch, training=False)
         if "target" in batch:
             loss = self.compute_loss(outputs, batch)
-            outputs["loss"] = (loss[0] if isinstance(loss, tuple) else loss).detach()
+            if isinstance(loss, tuple):
+                loss, terms = loss
+                outputs.update({f"loss/{k}": v.detach() for k, v in terms.items()})
+            outputs["loss"] = loss.detach()
         outputs["num_samples"] = _batch_size(batch)
         self.compute_metrics(self._eval_phase, outputs, batch, loader=self._eval_loader_name)
         return outputs
@@ -472,6 +479,8 @@ class Trainer:
         ``config.overwrite`` is set (see ``trainforge.run_folder``). A later ``fit`` with a larger
         ``max_epochs`` continues the run and logs the new epochs.
         """
+        if self._custom_fit is None:
+            require_training_data(self)
         if resume_from not in (None, "auto") and self.config.output_dir is None and self.run_dir is None:
             folder = Path(resume_from)
             if (folder / "checkpoints").is_dir():
@@ -532,7 +541,7 @@ class Trainer:
 
         final = float_metrics(state.metrics)  # host floats: the run is over, a sync costs nothing here
         for logger in self.loggers:
-            logger.log_hyperparams(self.config.to_dict(), final)
+            logger.log_hyperparams(self._used_config(), final)
         if not self.config.report:
             return
         from .report import build_report
@@ -598,6 +607,7 @@ class Trainer:
         if not (isinstance(output, torch.Tensor) and output.dim() == 2 and isinstance(target, torch.Tensor)
                 and target.dim() == 1 and not target.is_floating_point()):
             return None
+        self._check_class_names(int(output.shape[1]))
         x = batch["input"]
         images = x.detach().float().cpu() if isinstance(x, torch.Tensor) and x.dim() == 4 else None
         return images, target.cpu(), output.float().softmax(-1).cpu()
@@ -691,6 +701,8 @@ class Trainer:
         recipe.loader = loader
         recipe.reset()
         self._eval_loss_avg.alias = f"{prefix}/loss"
+        for tag, average in self._eval_term_avgs.items():
+            average.alias = f"{prefix}/loss/{tag}"
         metrics = dict(recipe.run(1).metrics)
         if self.metrics_manager is not None and self.metrics_manager.names(phase, loader=name):
             computed = self.metrics_manager.compute(phase, loader=name)
@@ -742,7 +754,10 @@ class Trainer:
         if self._setup_done:
             return
         cfg = self.config
+        # the objects passed in (not built from the config), for config.yaml and the hyper-parameters
+        self._given_objects = {"optimizer": self.optimizer, "criterion": self.criterion, "scheduler": self.scheduler}
         self.runtime = Runtime(cfg.device, cfg.precision)
+        check_trainer_setup(self)  # names, nested keys, monitors, data sizes: before anything is written
         seed_everything(cfg.seed)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
@@ -764,8 +779,6 @@ class Trainer:
         self._build_recipes()
         self.recipe.state.extra["run_id"] = getattr(self, "run_id", None)  # stamped into checkpoint manifests
         self._setup_done = True
-        if not getattr(self, "_fitting", False):
-            self._release_run_folder()  # evaluate/predict/save: the folder is locked only while in use
 
     def _prepare_model(self) -> None:
         cfg, model = self.config, self.model
@@ -817,13 +830,19 @@ class Trainer:
 
     def _build_optimization(self) -> None:
         cfg = self.config
-        from .optim import build_optimizer, build_scheduler, count_optimizer_steps
+        from .optim import build_optimizer, build_scheduler, count_optimizer_steps, has_learning_rate
 
         if self.optimizer is None:
             self.optimizer = build_optimizer(
                 cfg.optimizer, self.model, lr=cfg.lr, weight_decay=cfg.weight_decay, **cfg.optimizer_params
             )
-        if self.scheduler is None and cfg.scheduler is not None:
+        if self.scheduler is None and cfg.scheduler is not None and not has_learning_rate(self.optimizer):
+            warnings.warn(
+                f"{type(self.optimizer).__name__} has no 'lr' in its param groups (defaults={{}}), so the "
+                f"schedule {cfg.scheduler!r} cannot change it: training without a schedule (scheduler=None "
+                "silences this)", UserWarning, stacklevel=3,
+            )
+        elif self.scheduler is None and cfg.scheduler is not None:
             epochs_steps = count_optimizer_steps(len(self.train_loader), cfg.max_epochs, cfg.accumulate_grad_batches)
             if cfg.scheduler_interval == "epoch":
                 epochs_steps = cfg.max_epochs
@@ -844,6 +863,13 @@ class Trainer:
         self._eval_recipe.device = None if self.runtime.device.type == "cpu" else self.runtime.device
         self._eval_loss_avg = EpochMetricAvg("loss", post_each_batch=False, weight="num_samples")
         self._eval_recipe.callbacks.add(self._eval_loss_avg)
+        # a joint loss's terms: train/loss/<tag>, valid/loss/<tag> (per-sample means, like the loss)
+        tags = getattr(self.criterion, "tags", None) if getattr(type(self.criterion), "takes_dicts", False) else None
+        tags = [str(tag) for tag in tags] if isinstance(tags, (list, tuple)) else []
+        self._eval_term_avgs = {tag: EpochMetricAvg(f"loss/{tag}", post_each_batch=False, weight="num_samples")
+                                for tag in tags}
+        for average in self._eval_term_avgs.values():
+            self._eval_recipe.callbacks.add(average)
         self._eval_recipe.callbacks.add(_EvalBatchEvents(self))
 
         self.recipe = recipe = Recipe(
@@ -872,11 +898,16 @@ class Trainer:
             recipe.callbacks.add(callback)
         if self._freeze_bn is not None:
             recipe.callbacks.add(self._freeze_bn, "prologue")
+        if self.train_loader is not None:  # the model, labels and loss against the first batch, once
+            recipe.callbacks.add(FirstBatchCheck(self), "prologue")
         recipe.callbacks.add(self._guard, "prologue")
         recipe.callbacks.add(self._optimizer_cb, "prologue")
         if self.ema is not None:
             recipe.callbacks.add(self.ema, "prologue")
         recipe.callbacks.add(EpochMetricAvg("loss", alias="train/loss", weight="num_samples"), "prologue")
+        for tag in self._eval_term_avgs:
+            recipe.callbacks.add(EpochMetricAvg(f"loss/{tag}", alias=f"train/loss/{tag}", weight="num_samples"),
+                                 "prologue")
         recipe.callbacks.add(_TrainMetrics(self), "prologue")
         recipe.callbacks.add(Throughput(log_every=cfg.log_every_n_steps), "prologue")
         if cfg.eval_strategy != "no" and self._eval_loaders:
@@ -940,10 +971,40 @@ class Trainer:
             run_dir.mkdir(parents=True, exist_ok=True)
         return run_dir
 
+    def _used_config(self) -> dict[str, Any]:
+        """The config with the settings that passed objects replaced rewritten to what they use."""
+        from .run_info import used_config
+
+        return used_config(self.config.to_dict(), **getattr(self, "_given_objects", {}))
+
+    def _run_config_text(self) -> str:
+        """``config.yaml``: what this run used — objects passed in by class and settings (a comment
+        block), then the config with their settings in place of the defaults they replaced."""
+        from .run_info import objects_record, run_config_yaml
+
+        given = getattr(self, "_given_objects", {})
+        objects = objects_record(self.model, optimizer=given.get("optimizer"), criterion=given.get("criterion"),
+                                 scheduler=given.get("scheduler"), callbacks=self.callbacks)
+        if self.class_names is not None:
+            objects["class_names"] = {"names": list(self.class_names), "from": self._class_names_source}
+        return run_config_yaml(self._used_config(), objects)
+
+    def _check_class_names(self, count: int | None) -> None:
+        """A list of class names must have one name per model output."""
+        names = self.class_names
+        if names is None or count is None or len(names) == count:
+            return
+        raise ConfigError(
+            f"class_names has {len(names)} names (from {self._class_names_source or 'trainer.class_names'}) "
+            f"but the model outputs {count} classes; pass class_names with {count} names, or change the "
+            "model's number of outputs"
+        )
+
     def _claim_run_folder(self) -> None:
         """(rank 0) Lock the run folder and, once per Trainer, check it and write ``config.yaml``,
-        ``env.json`` and ``run.json`` (see ``run_folder.prepare``). Outside ``fit`` (evaluate, save,
-        export) a folder holding a finished run is left as it is: nothing of it is rewritten."""
+        ``env.json`` and ``run.json`` (see ``run_folder.prepare``). ``fit`` keeps the lock until it
+        ends; outside it (evaluate, save, export) the lock is only checked and given back at once, and
+        a folder holding a finished run is left as it is: nothing of it is rewritten."""
         from . import run_folder
 
         if not self.runtime.is_main or self.run_dir is None:
@@ -952,20 +1013,27 @@ class Trainer:
         if lock is None or lock.run_dir != self.run_dir:
             run_folder.refuse_links(self.run_dir)  # before the lock file is written
             lock = self._run_lock = run_folder.RunLock(self.run_dir)
-        lock.acquire()
-        if getattr(self, "_run_prepared", False):
-            return
-        resuming = getattr(self, "_asked_resume", False) or getattr(self, "_resume_pending", False)
         fitting = getattr(self, "_fitting", False)
-        if not fitting and not resuming and run_folder.run_contents(self.run_dir):
-            return
+        lock.acquire()
         try:
-            self.run_id = run_folder.prepare(self.run_dir, resuming=resuming, overwrite=self.config.overwrite)
-            _write_text_atomic(self.run_dir / "config.yaml", self.config.to_yaml())
-            _write_text_atomic(self.run_dir / "env.json", json.dumps(environment_info(), indent=2))
+            self._prepare_run_folder(fitting)
         except BaseException:
             self._release_run_folder()
             raise
+        if not fitting:
+            self._release_run_folder()
+
+    def _prepare_run_folder(self, fitting: bool) -> None:
+        from . import run_folder
+
+        if getattr(self, "_run_prepared", False):
+            return
+        resuming = getattr(self, "_asked_resume", False) or getattr(self, "_resume_pending", False)
+        if not fitting and not resuming and run_folder.run_contents(self.run_dir):
+            return
+        self.run_id = run_folder.prepare(self.run_dir, resuming=resuming, overwrite=self.config.overwrite)
+        _write_text_atomic(self.run_dir / "config.yaml", self._run_config_text())
+        _write_text_atomic(self.run_dir / "env.json", json.dumps(environment_info(), indent=2))
         self._run_prepared = True
         if self.recipe is not None:  # prepared after setup (a fit after evaluate): loggers see the new files
             self.recipe.state.extra["run_id"] = self.run_id
@@ -989,7 +1057,10 @@ class Trainer:
         from .metrics import MetricsManager
 
         output = outputs.get("output")
-        num_classes = int(output.shape[-1]) if isinstance(output, torch.Tensor) and output.dim() >= 2 else None
+        num_classes = None
+        if isinstance(output, torch.Tensor) and output.dim() >= 2:  # (N, C) scores or (N, C, H, W) maps
+            num_classes = int(output.shape[1] if output.dim() == 4 else output.shape[-1])
+        self._check_class_names(num_classes)
         manager = MetricsManager(_metric_specs(self.config.metrics), num_classes=num_classes)
         return manager.to(self.runtime.device)
 
@@ -1014,8 +1085,9 @@ class Trainer:
 
         main = self.runtime.is_main  # only rank 0 writes files
         self.loggers = [JsonlLogger(self.run_dir / "metrics.jsonl", enabled=main)]  # always: the report reads it
-        if self.config.tensorboard:
-            self.loggers.append(TensorBoardLogger(self.run_dir / "tensorboard", enabled=main))
+        tensorboard_dir = self.config.tensorboard_dir(self.run_dir)  # <run>/tensorboard, or tensorboard.log_dir
+        if tensorboard_dir is not None:
+            self.loggers.append(TensorBoardLogger(tensorboard_dir, enabled=main))
         # a Logger passed in callbacks (MLflowLogger, VisdomLogger, your own) gets the same calls
         self.loggers += [c for c in self.callbacks if _is_logger(c) and not any(c is x for x in self.loggers)]
 
@@ -1058,6 +1130,7 @@ class Trainer:
         set_rng_state(state["rng"])
         if self.class_names is None:
             self.class_names = state.get("data", {}).get("class_names")
+            self._class_names_source = "the resumed checkpoint"
         if self.config.load_checkpoint is not None:
             warnings.warn(
                 "config.load_checkpoint was not applied: a resumed run continues from its checkpoint's weights "
@@ -1104,6 +1177,7 @@ class Trainer:
                 lines = "".join(f"\n    {line}" for line in diff.describe().splitlines())
                 problems.append(f"the model differs from the saved run's:{lines}")
         problems += self._callback_mismatches(recipe.get("callbacks", {}), state.get("config", {})) if strict else []
+        problems += optimizer_mismatch(self.config, self._optimizer_cb.optimizer, state)
         if problems:
             raise ResumeMismatchError(
                 "cannot resume:\n- " + "\n- ".join(problems) + "\nResume with the saved run's "
@@ -1217,6 +1291,35 @@ class Trainer:
             return export_safetensors(self.model, path, metadata)
 
 CHECKPOINT_FORMAT = 1
+
+
+def _class_names(
+    given: Sequence[str] | None, train_data: Any, valid_data: Any
+) -> tuple[list[str] | None, str | None]:
+    """The run's class names and where they came from: the ``class_names`` argument, else the ``classes``
+    attribute of the training (or first validation) data set, of a DataLoader's data set or of a
+    ``Subset``'s base data set."""
+    if given is not None:
+        if isinstance(given, (str, bytes)) or not isinstance(given, Sequence):
+            raise ConfigError(f"class_names must be a list of strings, got {type(given).__name__} {given!r}")
+        names = list(given)
+        bad = [(i, n) for i, n in enumerate(names) if not isinstance(n, str)]
+        if bad:
+            raise ConfigError(f"class_names[{bad[0][0]}] is {bad[0][1]!r}; every class name must be a string")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ConfigError(f"class_names repeats {repeated}; each class needs its own name")
+        return names, "the class_names argument"
+    first_valid = next(iter(valid_data.values()), None) if isinstance(valid_data, Mapping) else valid_data
+    for data, which in ((train_data, "training"), (first_valid, "validation")):
+        for _ in range(8):  # DataLoader -> Subset -> ... -> the data set
+            if data is None:
+                break
+            classes = getattr(data, "classes", None)
+            if isinstance(classes, (list, tuple)) and classes:
+                return [str(c) for c in classes], f"the {which} data's classes attribute"
+            data = getattr(data, "dataset", None)
+    return None, None
 
 
 def _write_text_atomic(path: Path, text: str) -> None:

@@ -259,7 +259,8 @@ class _Preemption:
             where = f"wrote {path}" if path is not None else "no checkpoint written"
             print(
                 f"{signal.Signals(signum).name}: stopped after step {state.global_step}; {where}. Resume with: "
-                f"trainer.fit(resume_from={str(trainer.run_dir)!r}) (a Trainer built like this one)",
+                f"trainer.fit(resume_from={str(trainer.run_dir)!r}) (a Trainer built like this one)"
+                f"{_cli_resume_command(trainer.run_dir)}",
                 flush=True,
             )
         raise SystemExit(128 + signum)
@@ -273,6 +274,18 @@ class _Preemption:
                     "run_id": state.extra.get("run_id")}  # fmt: skip
         payload = state.extra.get("save_state", self.trainer.state_dict)()
         return save_checkpoint(self.trainer.run_dir / "checkpoints" / "last", payload, metadata)
+
+
+def _cli_resume_command(run_dir: Any) -> str:
+    """``; or: trainforge train ... resume_path=<run>`` when this process is ``trainforge train``."""
+    import shlex
+    import sys
+
+    argv = sys.argv
+    if not (argv and os.path.basename(argv[0]) == "trainforge" and "train" in argv[1:2]):
+        return ""
+    args = [a for a in argv[1:] if not a.startswith("resume_path=")]
+    return f"; or run: {shlex.join(['trainforge', *args, f'resume_path={run_dir}'])}"
 
 
 class _FaultInjection:

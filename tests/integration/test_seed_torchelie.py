@@ -323,3 +323,15 @@ def test_cross_entropy_classification_options_and_errors(loaders):
         tcr.CrossEntropyClassification(model, data_loader, test_loader, trainset.classes, optimizer="RMSprop")
     with pytest.raises(Exception, match="classes must be a list"):
         tcr.CrossEntropyClassification(model, data_loader, test_loader, "0123456789")
+
+
+@pytest.mark.slow
+def test_recipes_example_writes_a_complete_run_folder(load_example, tmp_path):
+    final = load_example("recipes_classification").main(epochs=3, run_dir=str(tmp_path))
+    assert final["test/accuracy"] >= 0.95, final
+    assert (tmp_path / "report" / "index.html").is_file() and (tmp_path / "checkpoints" / "last").is_dir()
+    assert any((tmp_path / "tensorboard").iterdir())
+    from trainforge.report import CLASSIFICATION_FILE, load_classification_data
+
+    data = load_classification_data(tmp_path / CLASSIFICATION_FILE)
+    assert data["confusion_matrix"].sum() == 360 and data["class_names"][0] == "0"

@@ -192,6 +192,14 @@ def test_the_lock_is_released_when_fit_fails(tmp_path, small):
         resume_from="auto").global_step == 4
 
 
+def test_a_setup_that_fails_outside_fit_leaves_no_lock(tmp_path, small):
+    broken = Trainer(mlp(), cfg(tmp_path, loss="NoSuchLoss"), train_data=small[0], valid_data=small[1])
+    with pytest.raises(Exception, match="NoSuchLoss"):
+        broken.evaluate()
+    assert not (tmp_path / "run" / LOCK_FILE).exists()
+    Trainer(mlp(), cfg(tmp_path), train_data=small[0]).fit()  # the folder is free
+
+
 def test_a_stale_lock_of_a_dead_process_is_taken_over_and_a_live_one_is_not(tmp_path, small):
     run_dir = tmp_path / "run"
     run_dir.mkdir()

@@ -142,6 +142,32 @@ def experiment_name(values: dict[str, Any], source: ConfigSource) -> str:
     return source.name
 
 
+def is_experiment_file(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is a YAML mapping with an experiment section (``task`` or ``data``)."""
+    try:
+        import yaml
+
+        head = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except Exception:  # unreadable or not YAML: the TrainingConfig reader reports it with the file name
+        return False
+    return isinstance(head, dict) and bool({"task", "data"} & set(head))
+
+
+def check_experiment_file(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> str:
+    """``trainforge config check FILE``: compose, parse and check an experiment without reading data;
+    returns ``"<file>: valid"`` with the notes and the resolved YAML."""
+    from omegaconf import OmegaConf
+
+    from .build import check_experiment
+    from .schema import parse_experiment
+
+    source = locate(str(path), None, None)
+    values, _ = compose(source, overrides)
+    notes = check_experiment(parse_experiment(values, source=str(path)))
+    lines = [f"{path}: valid", *(f"note: {n}" for n in notes)]
+    return "\n".join(lines) + "\n" + OmegaConf.to_yaml(OmegaConf.create(values))
+
+
 # -- one run -------------------------------------------------------------------------------------------------
 def run_experiment(values: dict[str, Any], run_dir: Path, command: str, name: str,
                    objective: str | None = None) -> RunResult:
@@ -334,8 +360,11 @@ def summarise(sweep: _Sweep, direction: str) -> Path | None:
         rows.append({"job": i, **swept, sweep.objective: result.objective, "run_dir": str(result.run_dir),
                      "status": "failed: " + result.error if result.error else "ok"})
     keys = list(dict.fromkeys(k for row in rows for k in row))
+    fixed = {k for k in keys if k not in ("job", sweep.objective, "run_dir", "status") and len(rows) > 1
+             and len({str(row.get(k)) for row in rows}) == 1}
+    keys = [k for k in keys if k not in fixed]  # the table shows what was swept, not the shared overrides
     with open(folder / "summary.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]

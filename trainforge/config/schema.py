@@ -271,7 +271,35 @@ def parse_experiment(values: Any, source: str = "config") -> ExperimentConfig:
     ...
     trainforge.errors.ConfigError: config: data has no key 'TRIAN'; did you mean 'TRAIN'? ...
     """
+    _refuse_targets(values, "", source)
     return parse(ExperimentConfig, values, "", source)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The plain-dict form of a parsed config (every default filled in); ``parse_experiment`` of it is equal.
+
+    >>> cfg = parse_experiment({"task": {"name": "ClassificationTask"}, "data": {}})
+    >>> parse_experiment(to_dict(cfg)) == cfg
+    True
+    """
+    return dataclasses.asdict(config)
+
+
+def _refuse_targets(value: Any, path: str, source: str) -> None:
+    """Hydra's ``_target_`` builds any importable callable; trainforge builds only registered names, so a
+    ``_target_`` anywhere is refused before anything is looked up (RELIABILITY B16)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            child = f"{path}.{key}" if path else str(key)
+            if key in ("_target_", "_partial_", "_args_", "_recursive_", "_convert_"):
+                raise ConfigError(
+                    f"{source}: {child}: trainforge builds components by registered name, never by import path "
+                    f"(Hydra's {key}); write name: <registered name> and params: {{...}} (trainforge ls lists names)"
+                )
+            _refuse_targets(item, child, source)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _refuse_targets(item, f"{path}[{i}]", source)
 
 
 def parse(kind: Any, value: Any, path: str, source: str = "config") -> Any:

@@ -16,4 +16,6 @@ __all__ = [
     "snake_name",
 ]
 
+from . import metric_learning as _metric_learning  # noqa: F401 — registers contrastive and triplet losses
 from . import registered as _registered  # noqa: F401 — fills the registries
+from . import segmentation as _segmentation  # noqa: F401 — registers Dice and CE + Dice

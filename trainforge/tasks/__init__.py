@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from .base import Task
 from .classification import ClassificationTask, ImageClassifierTrainer
+from .segmentation import SegmentationTask, SemanticSegmentationTrainer
 
 __all__ = [
     "ClassificationTask",
     "ImageClassifierTrainer",
+    "SegmentationTask",
+    "SemanticSegmentationTrainer",
     "Task",
 ]

@@ -29,8 +29,11 @@ class Task(Trainer):
     default_loss: ClassVar[str] = "CrossEntropyLoss"
     default_loss_params: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, model: nn.Module, config: TrainingConfig | Mapping[str, Any] | None = None,
-                 **trainer_args: Any) -> None:
+    def __init__(self, model: nn.Module, *args: Any, **trainer_args: Any) -> None:
+        from ..trainer_args import as_keywords
+
+        trainer_args = as_keywords(args, trainer_args)  # ours, Kornia's positional order, Towhee's names
+        config = trainer_args.pop("config", None)
         config = self._with_task_defaults(model, _as_config(config), trainer_args.get("criterion"))
         super().__init__(model, config, **trainer_args)
 

@@ -4,7 +4,6 @@ F1; margin heads (ArcFace, CosFace) get the target while training."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -12,7 +11,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..registry import registry
-from ..training_config import TrainingConfig
+from ..training_config import TrainingConfig  # noqa: F401 (the docstring example uses it)
 from .base import Task, model_num_classes
 
 
@@ -42,8 +41,7 @@ class ClassificationTask(Task):
     def __init__(
         self,
         model: nn.Module,
-        config: TrainingConfig | Mapping[str, Any] | None = None,
-        *,
+        *args: Any,  # config, or Kornia's (train_dataloader, valid_dataloader, criterion, ..., config)
         multilabel: bool | None = None,
         label_smoothing: float = 0.0,
         mixup_alpha: float = 0.0,
@@ -70,7 +68,7 @@ class ClassificationTask(Task):
 
             self._mixup = Mixup(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, label_smoothing=0.0,
                                 num_classes=self.num_classes)
-        super().__init__(model, config, **trainer_args)
+        super().__init__(model, *args, **trainer_args)
         if getattr(model, "takes_target", False):
             self.run_model = self._run_with_target  # on this instance only: other models skip the stage
 
