@@ -114,11 +114,19 @@ def compose(source: ConfigSource, overrides: Sequence[str]) -> tuple[dict[str, A
 
 
 def _hydra_message(error: Exception) -> str:
+    import re
+
     text = str(error).strip()
     cause = error.__cause__ or error.__context__
     if cause is not None and str(cause).strip() and str(cause).strip() not in text:
         text += f" ({str(cause).strip()})"
-    return text.replace("\n", " ")
+    text = " ".join(text.split())
+    missing = re.search(r"Environment variable '([^']+)' not found", text)
+    key = re.search(r"full_key: (\S+)", text)
+    if missing:
+        where = f" or override {key.group(1)}=..." if key else ""
+        text += f". Fix: set the environment variable ({missing.group(1)}=...){where}"
+    return text
 
 
 def _given(overrides: Sequence[str], key: str) -> bool:
@@ -163,7 +171,11 @@ def check_experiment_file(path: str | os.PathLike[str], overrides: Sequence[str]
 
     source = locate(str(path), None, None)
     values, _ = compose(source, overrides)
-    notes = check_experiment(parse_experiment(values, source=str(path)))
+    cfg = parse_experiment(values, source=str(path))
+    mode = cfg.mode
+    if mode == "train" and not cfg.data.TRAIN and (cfg.data.TEST or cfg.data.PREDICT):
+        mode = "test" if cfg.data.TEST else "predict"  # an inference config (TorchOk's onnx_infer)
+    notes = check_experiment(cfg, mode)
     lines = [f"{path}: valid", *(f"note: {n}" for n in notes)]
     return "\n".join(lines) + "\n" + OmegaConf.to_yaml(OmegaConf.create(values))
 
