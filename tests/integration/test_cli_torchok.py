@@ -79,7 +79,8 @@ def test_classification_cifar10_trains_one_epoch_with_overrides_only(tmp_path, m
     metrics = json.loads((run / "train_metrics.json").read_text())
     assert {"valid/accuracy", "valid/f1_score", "train/loss"} <= set(metrics)
     resolved = yaml.safe_load((run / "experiment.yaml").read_text())
-    assert resolved["trainer"]["precision"] == 32 and resolved["task"]["params"]["backbone_params"]["pretrained"] is False
+    assert resolved["trainer"]["precision"] == 32
+    assert resolved["task"]["params"]["backbone_params"]["pretrained"] is False
     err = capsys.readouterr().err
     assert "callbacks[0].params.monitor='valid/F1Score' is read as 'valid/f1_score'" in err
     assert "data.TRAIN[0].dataset.params.download is ignored" in err
