@@ -107,10 +107,29 @@ def compose(source: ConfigSource, overrides: Sequence[str]) -> tuple[dict[str, A
             run_dir = composed.hydra.run.dir if _given(overrides, "hydra.run.dir") else None
             raw = OmegaConf.to_container(composed, resolve=False)
             raw.pop("hydra", None)  # Hydra's node holds job-time values (hydra.job.num) a single run lacks
-            experiment = OmegaConf.to_container(OmegaConf.create(raw), resolve=True)
+            experiment = resolve(raw, source)
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(f"{source.path}: {_hydra_message(error)}") from None
     return experiment, {"run_dir": run_dir}
+
+
+def resolve(raw: dict[str, Any], source: ConfigSource) -> dict[str, Any]:
+    """Interpolations resolved; a flat Kornia config becomes its example's experiment first."""
+    from omegaconf import OmegaConf
+
+    from omegaconf.errors import OmegaConfBaseException
+
+    from .kornia import is_kornia_config, kornia_experiment, strip_flat_keys
+
+    try:
+        if not is_kornia_config(raw):
+            return OmegaConf.to_container(OmegaConf.create(raw), resolve=True)
+        merged, notes = kornia_experiment(raw, source.directory.name)
+        for note in notes:
+            print(f"trainforge: note: {note}", file=sys.stderr)
+        return strip_flat_keys(OmegaConf.to_container(OmegaConf.create(merged), resolve=True))
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"{source.path}: {_hydra_message(error)}") from None
 
 
 def _hydra_message(error: Exception) -> str:
@@ -282,8 +301,10 @@ class _Sweep:
         self.sweep_dir = Path(hydra.sweep.dir)
         run_dir = Path(hydra.runtime.output_dir)
         overrides = list(hydra.overrides.task)
-        values = OmegaConf.to_container(cfg, resolve=True)
         try:
+            raw = OmegaConf.to_container(cfg, resolve=False)
+            raw.pop("hydra", None)
+            values = resolve(raw, self.source)
             result = run_experiment(values, run_dir, self.command, experiment_name(values, self.source), self.objective)
         except TrainforgeError as error:
             print(f"trainforge {self.command}: job {hydra.job.num} failed: {error}", file=sys.stderr)

@@ -1,5 +1,6 @@
-"""TorchOk's own example configs through ``trainforge`` unchanged: they load (or fail naming the key and the
-fix), and ``classification_cifar10`` trains one short epoch with command-line overrides only."""
+"""TorchOk's and Kornia's own example configs through ``trainforge`` unchanged: TorchOk's load (or fail naming
+the key and the fix) and ``classification_cifar10`` trains one short epoch with command-line overrides only;
+Kornia's image_classifier config sweeps ``lr`` through the same Hydra path."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from trainforge.config.hydra_cli import check_experiment_file
 from trainforge.errors import ConfigError
 
 TORCHOK = Path("/work/shared/external/torchok")
-pytestmark = pytest.mark.skipif(not TORCHOK.is_dir(), reason="the TorchOk reference configs are not on this machine")
+KORNIA = Path("/work/shared/external/kornia")
+pytestmark = pytest.mark.skipif(not TORCHOK.is_dir(), reason="the reference configs are not on this machine")
 
 #: config -> None (loads as it is) or the words its error must contain: the key path and the fix.
 EXPECTED = {
@@ -79,8 +81,32 @@ def test_classification_cifar10_trains_one_epoch_with_overrides_only(tmp_path, m
     metrics = json.loads((run / "train_metrics.json").read_text())
     assert {"valid/accuracy", "valid/f1_score", "train/loss"} <= set(metrics)
     resolved = yaml.safe_load((run / "experiment.yaml").read_text())
-    assert resolved["trainer"]["precision"] == 32 and resolved["task"]["params"]["backbone_params"]["pretrained"] is False
+    assert resolved["trainer"]["precision"] == 32
+    assert resolved["task"]["params"]["backbone_params"]["pretrained"] is False
     err = capsys.readouterr().err
     assert "callbacks[0].params.monitor='valid/F1Score' is read as 'valid/f1_score'" in err
     assert "data.TRAIN[0].dataset.params.download is ignored" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "runs"]  # not ~/.cache/torchok, not outputs/
+
+
+@pytest.mark.slow
+def test_kornia_image_classifier_config_sweeps_lr(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    data = _fake_cifar10(tmp_path / "data", train_per_batch=8, test=16)
+    assert main(["train", "--config", str(KORNIA / "image_classifier" / "config.yaml"), f"data_path={data}",
+                 "num_epochs=1", "batch_size=20", "--multirun", "lr=1e-3,1e-4"]) == 0
+    runs = sorted(p.parent for p in (tmp_path / "runs").rglob("experiment.yaml"))
+    assert len(runs) == 2 and runs[0].parent.parent.name == "kornia_image_classifier"
+    configs = [yaml.safe_load((r / "experiment.yaml").read_text()) for r in runs]
+    assert sorted(c["optimization"][0]["optimizer"]["params"]["lr"] for c in configs) == [0.0001, 0.001]
+    assert all(c["trainer"]["max_epochs"] == 1 and c["task"]["name"] == "ImageClassifierTrainer" for c in configs)
+    assert all("lr" not in c and "data_path" not in c for c in configs)  # the flat keys became the sections
+    summary = (runs[0].parent / "summary.csv").read_text().splitlines()
+    assert len(summary) == 3 and summary[0].startswith("job,lr,valid/accuracy")
+    assert "read as Kornia's image_classifier example" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("example", ["semantic_segmentation", "object_detection"])
+def test_kornia_examples_without_a_local_recipe_name_the_fix(example: str) -> None:
+    with pytest.raises(ConfigError, match="data.TRAIN"):
+        check_experiment_file(KORNIA / example / "config.yaml")
