@@ -573,7 +573,8 @@ class Trainer:
         from .report import save_classification_samples, save_metric_values
 
         if self.last_non_scalar_metrics:
-            save_metric_values(self.run_dir, self.last_non_scalar_metrics, self.class_names)
+            evaluated = "EMA weights" if self.ema is not None else "last weights"
+            save_metric_values(self.run_dir, self.last_non_scalar_metrics, self.class_names, weights=evaluated)
         loader = self._report_loader()
         if loader is None:
             return
@@ -583,10 +584,17 @@ class Trainer:
         try:
             with self._ema_weights():
                 batches = (self._report_batch(self.runtime.to_device(batch)) for batch in loader)
-                save_classification_samples(self.run_dir, batches, self.class_names, seed=self.config.seed)
+                save_classification_samples(self.run_dir, batches, self.class_names, seed=self.config.seed,
+                                            weights=self._report_weights())
         finally:
             self._model_fn = model_fn
             self.model.train(was_training)
+
+    def _report_weights(self) -> str:
+        """Which weights the report's validation pass uses: the best checkpoint's (when loaded at the end)
+        or the last ones, their EMA when enabled."""
+        which = "best checkpoint" if getattr(self, "_best_loaded", False) else "last"
+        return f"EMA of the {which} weights" if self.ema is not None else f"{which} weights"
 
     def _report_loader(self) -> Any:
         data = self.valid_data
@@ -622,6 +630,7 @@ class Trainer:
 
         saved = load_checkpoint(best)["recipe"]
         self.model.load_state_dict(saved["registered"]["model"])
+        self._best_loaded = True
         if self.ema is not None:
             self.ema.load_state_dict(saved["callbacks"]["EMA[0]"])
 

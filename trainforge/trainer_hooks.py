@@ -255,14 +255,14 @@ class _Preemption:
             path = checkpoint.write_last(state)
         else:  # checkpoints are off, but stopping must not lose the run: `last` alone
             path = self._write_last(state)
-        if trainer.runtime.is_main:
-            where = f"wrote {path}" if path is not None else "no checkpoint written"
-            print(
-                f"{signal.Signals(signum).name}: stopped after step {state.global_step}; {where}. Resume with: "
-                f"trainer.fit(resume_from={str(trainer.run_dir)!r}) (a Trainer built like this one)"
-                f"{_cli_resume_command(trainer.run_dir)}",
-                flush=True,
-            )
+        # every rank says why it stops (a rank's log may be all the user reads)
+        where = f"wrote {path}" if path is not None else "rank 0 writes the checkpoint"
+        print(
+            f"{signal.Signals(signum).name}: stopped after step {state.global_step}; {where}. Resume with: "
+            f"trainer.fit(resume_from={str(trainer.run_dir)!r}) (a Trainer built like this one)"
+            f"{_cli_resume_command(trainer.run_dir)}",
+            flush=True,
+        )
         raise SystemExit(128 + signum)
 
     def _write_last(self, state: State) -> Any:
@@ -318,18 +318,43 @@ class _LogWriter:
     in ``callbacks``): training values every ``log_every_n_steps`` (the host sync happens here, at that
     cadence) and at epoch end, each evaluation's values at its end; a grid of training inputs (the batch
     at the first logging point), and each evaluation's non-scalar metrics as figures (confusion
-    matrices, per-class bars, curves)."""
+    matrices, per-class bars, curves), titled with the weights evaluated.
+
+    The learning rate goes to TensorBoard at every optimizer step, so a warm-up is visible whatever the
+    logging cadence: it is a host float already (no sync), kept in a list per step and written at the
+    cadence with the steps it belongs to."""
 
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = weakref.proxy(trainer)  # the trainer holds this callback: no cycle back
         self.every = trainer.config.log_every_n_steps
         self.images_logged = False
+        self._lr_steps: list[tuple[int, float]] = []
+        self._lr_loggers: list[Any] | None = None  # decided at the first step: the loggers are built by then
+
+    def _flush_lr(self) -> None:
+        pending, self._lr_steps = self._lr_steps, []
+        for logger in self._lr_loggers or ():
+            for step, lr in pending:
+                logger.log_metrics({"lr": lr}, step=step, phase="train")
+
+    def _record_lr(self, state: State) -> None:
+        if self._lr_loggers is None:
+            from .loggers import TensorBoardLogger
+
+            self._lr_loggers = [x for x in self.trainer.loggers if isinstance(x, TensorBoardLogger)]
+        lr = state.metrics.get("lr")
+        if self._lr_loggers and lr is not None:
+            self._lr_steps.append((state.global_step, lr))
 
     def _log(self, state: State, names: Iterable[str], phase: str) -> None:
         metrics = {k: state.metrics[k] for k in names if k in state.metrics}
         if metrics:
+            per_step = self._lr_loggers or ()
+            without_lr = {k: v for k, v in metrics.items() if k != "lr"} if per_step and "lr" in metrics else metrics
             for logger in self.trainer.loggers:
-                logger.log_metrics(metrics, step=state.global_step, phase=phase, epoch=state.epoch)
+                shown = without_lr if any(logger is x for x in per_step) else metrics  # lr: written per step
+                if shown:
+                    logger.log_metrics(shown, step=state.global_step, phase=phase, epoch=state.epoch)
 
     def _log_images(self, state: State) -> None:
         """A grid of up to 16 training inputs, once per run, at the first logging point (not per step)."""
@@ -344,9 +369,12 @@ class _LogWriter:
                 logger.log_images("inputs/train", (images - low) / (high - low).clamp_min(1e-8), state.global_step)
 
     def on_batch_end(self, state: State) -> None:
+        if self._lr_loggers is None or self._lr_loggers:
+            self._record_lr(state)
         if state.global_step % self.every == 0:
             if not self.images_logged:
                 self._log_images(state)
+            self._flush_lr()
             self._log(state, [k for k in state.metrics if not _is_eval_name(k)], "train")
 
     def on_eval_end(self, state: State) -> None:
@@ -354,18 +382,26 @@ class _LogWriter:
         self._log(state, [k for k in state.metrics if k in results], PHASE_PREFIX[self.trainer._eval_phase])
         if not (self.trainer.runtime.is_main and self.trainer.loggers):
             return
-        from .report.plots import metric_figure
+        from .report.plots import figures_collected, metric_figure
 
-        for name, value in state.extra.get("non_scalar_metrics", {}).items():
-            figure = metric_figure(name, value, self.trainer.class_names)  # drawn once per evaluation
-            if figure is not None:
-                for logger in self.trainer.loggers:
-                    logger.log_figure(name, figure, state.global_step)
+        weights = "EMA weights" if self.trainer.ema is not None else "current weights"
+        with figures_collected():
+            for name, value in state.extra.get("non_scalar_metrics", {}).items():
+                title = f"{name} · {weights}, step {state.global_step}"
+                figure = metric_figure(name, value, self.trainer.class_names, title=title)  # once per evaluation
+                if figure is not None:
+                    for logger in self.trainer.loggers:
+                        logger.log_figure(name, figure, state.global_step)
+                    figure.clear()
 
     def on_epoch_end(self, state: State) -> None:
         if not self.images_logged:
             self._log_images(state)
+        self._flush_lr()
         self._log(state, [k for k in state.metrics if not _is_eval_name(k)], "train")
+
+    def on_fit_end(self, state: State) -> None:
+        self._flush_lr()
 
 
 def _is_logger(obj: Any) -> bool:

@@ -243,9 +243,12 @@ def _curves(value: object) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
     return None
 
 
-def metric_figure(name: str, value: object, class_names: Sequence[str] | None = None) -> Figure | None:
+def metric_figure(
+    name: str, value: object, class_names: Sequence[str] | None = None, title: str | None = None
+) -> Figure | None:
     """A figure of a non-scalar metric value, or None when there is no sensible picture of it: a square
     matrix as a confusion matrix, a vector as bars per class, a curve (ROC, precision-recall) as lines.
+    ``title`` (default ``name``) can say which weights were evaluated.
 
     >>> metric_figure("valid/accuracy", torch.tensor([0.5, 1.0]), ["cat", "dog"]).axes[0].get_title()
     'valid/accuracy'
@@ -258,9 +261,9 @@ def metric_figure(name: str, value: object, class_names: Sequence[str] | None = 
         value = value.detach().cpu()
         if value.dim() == 2 and value.shape[0] == value.shape[1]:
             names = class_names if class_names is not None and len(class_names) == value.shape[0] else None
-            return confusion_matrix_figure(value, names, title=name)
+            return confusion_matrix_figure(value, names, title=title or name)
         if value.dim() == 1 and value.numel() > 0:
-            return _bars_figure(name, value, class_names)
+            return _bars_figure(title or name, value, class_names)
         return None
     pairs = _curves(value)
     if pairs is None:
@@ -275,7 +278,7 @@ def metric_figure(name: str, value: object, class_names: Sequence[str] | None = 
                   label=label if len(pairs) > 1 else None)
     axes.set_xlabel("recall" if swap else "false positive rate" if "roc" in name else "x")
     axes.set_ylabel("precision" if swap else "true positive rate" if "roc" in name else "y")
-    axes.set_title(name)
+    axes.set_title(title or name)
     axes.grid(alpha=0.3)
     if 1 < len(pairs) <= 20:
         axes.legend(fontsize=7)
