@@ -255,14 +255,14 @@ class _Preemption:
             path = checkpoint.write_last(state)
         else:  # checkpoints are off, but stopping must not lose the run: `last` alone
             path = self._write_last(state)
-        if trainer.runtime.is_main:
-            where = f"wrote {path}" if path is not None else "no checkpoint written"
-            print(
-                f"{signal.Signals(signum).name}: stopped after step {state.global_step}; {where}. Resume with: "
-                f"trainer.fit(resume_from={str(trainer.run_dir)!r}) (a Trainer built like this one)"
-                f"{_cli_resume_command(trainer.run_dir)}",
-                flush=True,
-            )
+        # every rank says why it stops (a rank's log may be all the user reads)
+        where = f"wrote {path}" if path is not None else "rank 0 writes the checkpoint"
+        print(
+            f"{signal.Signals(signum).name}: stopped after step {state.global_step}; {where}. Resume with: "
+            f"trainer.fit(resume_from={str(trainer.run_dir)!r}) (a Trainer built like this one)"
+            f"{_cli_resume_command(trainer.run_dir)}",
+            flush=True,
+        )
         raise SystemExit(128 + signum)
 
     def _write_last(self, state: State) -> Any:

@@ -4,6 +4,7 @@ set_loss, LayerFreezer, and custom callbacks written with Towhee's hook names.""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -112,7 +113,8 @@ def test_custom_callbacks_with_towhee_names_say_ours(trained, capsys):
         def on_batch_start(self, state) -> None:
             print('on_batch_start')
 
-    fresh = Trainer(small_model(), training_config, train_dataset=train_data, eval_dataset=eval_data)
+    new_run = dataclasses.replace(training_config, output_dir=training_config.output_dir + "_2")
+    fresh = Trainer(small_model(), new_run, train_dataset=train_data, eval_dataset=eval_data)
     fresh.add_callback(OurCallback())
     fresh.train()
     assert capsys.readouterr().out.count("on_batch_start") == 4

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import torch
 
 from trainforge import TrainingConfig
 from trainforge.data import load_digits_split
@@ -27,6 +28,7 @@ def _svc_accuracy() -> float:
 @pytest.mark.slow
 def test_digits_classification_beats_99_percent(tmp_path):
     train, valid = load_digits_split(valid_fraction=0.25, seed=0)
+    torch.manual_seed(0)  # the model's initial weights
     model = build_model("small_cnn", {"width": 24, "depth": 2}, pooling_name="Pooling",
                         head_name="ClassificationHead", num_classes=10, in_channels=1)
     config = TrainingConfig(max_epochs=10, batch_size=32, lr=3e-3, seed=0, output_dir=str(tmp_path),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import torch
 
 from trainforge import TrainingConfig
 from trainforge.data.shapes import ShapesSegmentation
@@ -17,6 +18,7 @@ from trainforge.tasks import SegmentationTask
 def test_shapes_segmentation_mean_iou(tmp_path):
     train = ShapesSegmentation(300, image_size=32, seed=0, num_kinds=5)
     valid = ShapesSegmentation(100, image_size=32, seed=1, num_kinds=5)
+    torch.manual_seed(0)  # the model's initial weights
     model = build_model("small_cnn", {"width": 16, "depth": 3}, neck_name="UNetDecoder",
                         head_name="SegmentationHead", head_params={"hidden_channels": 16},
                         num_classes=len(train.classes))

@@ -146,3 +146,4 @@ def test_config_check_accepts_what_training_accepts(tmp_path, capsys):
     assert main(["config", "check", str(path)]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"{path}: valid\n") and "lr: 0.001\n" in out
+

@@ -82,7 +82,7 @@ def check_experiment(cfg: ExperimentConfig, mode: str | None = None, notes: list
             _check_data_pair(pair, f"data.{phase}[{i}]", notes)
     if cfg.joint_loss is not None:
         _build_joint_loss(cfg)  # checks names, params, tags and mapping argument names; cheap
-    metric_names = _check_metrics(cfg)
+    metric_names = _check_metrics(cfg, notes)
     _rename_monitors(cfg, notes)
     for i, pair in enumerate(cfg.optimization):
         _check_optimization(pair, i, metric_names)
@@ -90,6 +90,9 @@ def check_experiment(cfg: ExperimentConfig, mode: str | None = None, notes: list
         _check_callback(callback, i, metric_names, notes)
     if cfg.logger is not None:
         _check_logger(cfg, notes)
+    if cfg.trainer.strategy is not None:
+        notes.append(f"trainer.strategy={cfg.trainer.strategy!r} is ignored: launch with torchrun for several "
+                     "processes; the same command runs on each")
     if cfg.trainer.num_sanity_val_steps:
         notes.append("trainer.num_sanity_val_steps is ignored: trainforge runs no sanity validation")
     if cfg.hydra:
@@ -133,6 +136,9 @@ def _task_keywords(cls: type) -> list[str]:
 def _check_task(cfg: ExperimentConfig) -> None:
     cls = _wrap_registry_error("task.name", lambda: task_class(cfg.task.name))
     accepted = [*MODEL_KEYS, *TASK_EXTRA_KEYS, *_task_keywords(cls)]
+    if "input_size" in cfg.task.params and "input_size" not in accepted:
+        raise ConfigError("task.params.input_size is TorchOk's old name: write inputs: [{shape: [C, H, W], "
+                          "dtype: float32}]")
     _check_keys(cfg.task.params, accepted, "task.params")
     for part in ("backbone", "neck", "pooling", "head"):
         name = cfg.task.params.get(f"{part}_name")
@@ -192,7 +198,7 @@ def _check_transform(item: Component, where: str) -> None:
     _check_signature(target, params, f"{where}.params", skip=("transforms",))
 
 
-def _check_metrics(cfg: ExperimentConfig) -> set[str]:
+def _check_metrics(cfg: ExperimentConfig, notes: list[str]) -> set[str]:
     """The metric names the run will log (``valid/accuracy``...), after checking each metric."""
     from ..metrics.build import snake_name
     from ..metrics.manager import normalize_phase
@@ -215,6 +221,8 @@ def _check_metrics(cfg: ExperimentConfig) -> set[str]:
                 raise ConfigError(
                     f"{where}.phases[{j}]={phase!r} is not a phase; expected TRAIN, VALID, TEST or PREDICT"
                 ) from None
+        if metric.val_dataloader_idxs is not None:
+            notes.append(f"{where}.val_dataloader_idxs is ignored: every metric runs on every VALID set")
         display = metric.tag or snake_name(metric.name)
         names.update(f"{p.lower()}/{display}" for p in phases)
     for pair in (cfg.data.VALID or [])[1:]:
@@ -587,6 +595,7 @@ DATASET_PARAM_ALIASES: dict[str, tuple[str | None, str]] = {
     "data_folder": ("root", "read as root"),
     "input_dtype": (None, "ignored: images are float32 in [0, 1]; trainer.precision sets mixed precision"),
     "download": (None, "ignored: nothing downloads; the files must already be in root"),
+    "lazy_init": (None, "ignored: images are read when a sample is asked for"),
 }
 
 

@@ -126,6 +126,19 @@ class VisionDataset(Dataset):
             sample = dict(sample, **pipeline(**{k: v for k, v in sample.items() if k != "target"}))
         return self.finish(sample, index)
 
+    def fingerprint(self) -> str:
+        """A cheap identity for resume checks: the files (last two path parts, so a moved folder still
+        matches) and the labels, not the pixels."""
+        import hashlib
+
+        digest = hashlib.sha256(type(self).__name__.encode())
+        for path in self.paths:
+            digest.update("/".join(Path(path).parts[-2:]).encode() + b"\n")
+        targets = getattr(self, "targets", None)
+        if isinstance(targets, torch.Tensor):
+            digest.update(targets.contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_pipeline"], state["_pipeline_built"], state["_seedable"] = None, False, []  # rebuilt per worker

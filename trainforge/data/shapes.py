@@ -58,14 +58,17 @@ SHAPE_KINDS: tuple[str, ...] = (
 )
 
 
-def shape_mask(kind: str, size: int, cy: float, cx: float, radius: float) -> np.ndarray:
-    """The boolean ``(size, size)`` mask of one shape of ``kind`` centred at ``(cy, cx)``.
+def shape_mask(kind: str, size: int, cy: float, cx: float, radius: float, angle: float = 0.0) -> np.ndarray:
+    """The boolean ``(size, size)`` mask of one shape of ``kind`` centred at ``(cy, cx)``, turned by
+    ``angle`` radians.
 
     >>> int(shape_mask("square", 8, 4.0, 4.0, 2.0).sum())  # |dy|, |dx| <= 1.7: a 3x3 block
     9
     """
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     dy, dx = yy - cy, xx - cx
+    if angle:
+        dy, dx = np.cos(angle) * dy - np.sin(angle) * dx, np.sin(angle) * dy + np.cos(angle) * dx
     r = radius
     if kind == "circle":
         return dy**2 + dx**2 <= r**2
@@ -121,11 +124,20 @@ def _paint(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> Non
     image[:, mask] = np.clip(image[:, mask] * 0.2 + color, 0.0, 1.0)
 
 
-def _single_shape(kind: str, size: int, channels: int, rng: np.random.Generator) -> np.ndarray:
+def _single_shape(kind: str, size: int, channels: int, rng: np.random.Generator, hard: bool = False) -> np.ndarray:
+    """One shape on noise; ``hard``: of more varied size, on a random colour gradient, inverted half
+    of the time, so raw pixels say little about the kind (the retrieval data)."""
     image = _canvas(rng, channels, size)
-    radius = rng.uniform(0.2, 0.38) * size
+    if hard:
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+        direction = rng.uniform(-1, 1, 2)
+        gradient = (direction[0] * yy + direction[1] * xx)[None] * rng.uniform(0.1, 0.4, (channels, 1, 1))
+        image = np.clip(image + gradient.astype(np.float32) + 0.2, 0.0, 1.0)
+    radius = rng.uniform(0.2, 0.38) * size if not hard else rng.uniform(0.18, 0.42) * size
     cy, cx = rng.uniform(radius, size - radius, 2)
     _paint(image, shape_mask(kind, size, cy, cx, radius), rng)
+    if hard and rng.uniform() < 0.5:  # dark on light half of the time: pixel distances follow polarity
+        image = 1.0 - image
     return image
 
 
@@ -342,7 +354,7 @@ class ShapesRetrieval(_ShapesBase):
         rank = np.tile(np.arange(samples_per_class), len(self.classes))
         order = rng.permutation(len(labels))
         labels, rank = labels[order], rank[order]
-        images = np.stack([_single_shape(self.classes[k], image_size, channels, rng) for k in labels])
+        images = np.stack([_single_shape(self.classes[k], image_size, channels, rng, hard=True) for k in labels])
         self.images, self.targets = torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
         query = rank < queries_per_class if split == "valid" else np.zeros(len(labels), dtype=bool)
         self.is_query = torch.from_numpy(query)

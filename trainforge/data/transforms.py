@@ -16,7 +16,12 @@ Transform = Callable[..., dict[str, Any]]
 
 def as_transform(value: Any, where: str = "transform") -> Transform | None:
     """An albumentations-style callable (keywords in, dict out) from ``value``: None, one transform, a
-    ``Compose``, or a list of transforms (composed in order)."""
+    ``Compose``, a list of transforms (composed in order), or specs as YAML writes them
+    (``{"name": "OneOf", "params": {"transforms": [...], "p": 0.5}}``, built from the transforms registry).
+
+    >>> as_transform([{"name": "HorizontalFlip", "params": {"p": 1.0}}, "ToGray"]).transforms[1].__class__.__name__
+    'ToGray'
+    """
     if value is None:
         return None
     if isinstance(value, (list, tuple)):
@@ -25,6 +30,15 @@ def as_transform(value: Any, where: str = "transform") -> Transform | None:
         import albumentations as A
 
         return A.Compose([as_transform(v, f"{where}[{i}]") for i, v in enumerate(value)])
+    if isinstance(value, str) or (isinstance(value, dict) and "name" in value):  # as written in YAML
+        from ..registry import get_registry
+
+        spec = {"name": value} if isinstance(value, str) else value
+        params = dict(spec.get("params") or {})
+        for key in ("transforms", "transform"):  # Compose / OneOf hold nested specs
+            if key in params:
+                params[key] = [as_transform(v, f"{where}.{key}[{i}]") for i, v in enumerate(params[key])]
+        return get_registry("transforms").build(spec["name"], where, **params)
     if not callable(value):
         raise ConfigError(
             f"{where} must be an albumentations transform, a list of them or None, got {type(value).__name__} "

@@ -69,7 +69,7 @@ def list_metrics() -> list[str]:
     >>> {"Accuracy", "ConfusionMatrix", "MulticlassAccuracy", "MeanSquaredError"} <= set(list_metrics())
     True
     """
-    names: set[str] = set()
+    names: set[str] = set(OWN_METRICS)
     for module_name in NAMESPACES:
         module = _namespace(module_name)
         if module is not None:
@@ -85,6 +85,10 @@ def _close_names(name: str, known: list[str]) -> list[str]:
     return close[:8]
 
 
+#: trainforge's own metric classes: name -> module defining it (imported on first use, like torchmetrics).
+OWN_METRICS: dict[str, str] = {"RetrievalMetrics": "trainforge.metrics.retrieval"}
+
+
 def find_metric_class(name: str) -> type:
     """The torchmetrics class called ``name``; ``RegistryError`` with close matches when there is none.
 
@@ -95,6 +99,8 @@ def find_metric_class(name: str) -> type:
     ...
     trainforge.errors.RegistryError: unknown metric 'Acuracy'. Close matches: Accuracy, ...
     """
+    if name in OWN_METRICS:
+        return getattr(importlib.import_module(OWN_METRICS[name]), name)
     for module_name in NAMESPACES:
         module = _namespace(module_name)
         obj = getattr(module, name, None) if module is not None else None

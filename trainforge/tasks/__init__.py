@@ -6,12 +6,17 @@ from __future__ import annotations
 
 from .base import Task
 from .classification import ClassificationTask, ImageClassifierTrainer
+from .metric_learning import MarginLearnTask, MetricLearningTask, PairwiseLearnTask, TripletLearnTask
 from .segmentation import SegmentationTask, SemanticSegmentationTrainer
 
 __all__ = [
     "ClassificationTask",
     "ImageClassifierTrainer",
+    "MarginLearnTask",
+    "MetricLearningTask",
+    "PairwiseLearnTask",
     "SegmentationTask",
     "SemanticSegmentationTrainer",
     "Task",
+    "TripletLearnTask",
 ]

@@ -3,14 +3,13 @@ cross-entropy + Dice, ``ignore_index`` honoured by loss and metrics, mean IoU an
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
 
 from ..errors import ConfigError
 from ..registry import registry
-from ..training_config import TrainingConfig
+from ..training_config import TrainingConfig  # noqa: F401 (the docstring example uses it)
 from .base import Task, model_num_classes
 
 
@@ -38,8 +37,7 @@ class SegmentationTask(Task):
     def __init__(
         self,
         model: nn.Module,
-        config: TrainingConfig | Mapping[str, Any] | None = None,
-        *,
+        *args: Any,  # config, or Kornia's (train_dataloader, valid_dataloader, criterion, ..., config)
         num_classes: int | None = None,
         ignore_index: int | None = None,
         dice_weight: float = 1.0,
@@ -56,7 +54,7 @@ class SegmentationTask(Task):
         if dice_weight < 0:
             raise ConfigError(f"dice_weight must be >= 0, got {dice_weight!r}")
         self.ignore_index, self.dice_weight = ignore_index, dice_weight
-        super().__init__(model, config, **trainer_args)
+        super().__init__(model, *args, **trainer_args)
 
     def task_loss(self, model: nn.Module) -> tuple[str, dict[str, Any]]:
         return "CrossEntropyDiceLoss", {"ignore_index": self.ignore_index, "dice_weight": self.dice_weight}

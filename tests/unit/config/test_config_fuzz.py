@@ -143,7 +143,7 @@ def test_target_instantiation_is_refused_with_its_key_path(attack: dict, tmp_pat
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     cfg = {**copy.deepcopy(BASE), **attack}
-    with pytest.raises(ConfigError, match="_target_.*registered name") as error:
+    with pytest.raises(ConfigError, match=r"_target_.*registered name") as error:
         check_experiment(parse_experiment(cfg))
     section = next(iter(attack))
     assert str(error.value).startswith(f"config: {section}")
@@ -154,6 +154,6 @@ def test_python_tags_are_refused(tmp_path: Path) -> None:
     from trainforge.config.hydra_cli import ConfigSource, check_file
 
     (tmp_path / "evil.yaml").write_text(f"task: !!python/object/apply:os.system ['touch {tmp_path / SENTINEL}']\n")
-    with pytest.raises(ConfigError, match="evil.yaml"):
+    with pytest.raises(ConfigError, match=r"evil\.yaml"):
         check_file(ConfigSource(tmp_path, "evil"))
     assert not (tmp_path / SENTINEL).exists()

@@ -214,3 +214,25 @@ def test_albumentations_draws_follow_the_sample_seed_not_the_worker(tmp_path):
     first = epoch(0, 0)
     assert torch.equal(first, epoch(0, 0)) and torch.equal(first, epoch(2, 0))
     assert not torch.equal(first, epoch(0, 1))
+
+
+def test_fingerprint_follows_files_and_labels_not_location(tmp_path):
+    import shutil
+
+    first = ImageFolder(image_folder(tmp_path / "one"))
+    shutil.copytree(tmp_path / "one", tmp_path / "two")
+    assert ImageFolder(tmp_path / "two").fingerprint() == first.fingerprint()
+    (tmp_path / "two" / "circle" / "0.png").rename(tmp_path / "two" / "square" / "9.png")
+    assert ImageFolder(tmp_path / "two").fingerprint() != first.fingerprint()
+
+
+def test_transform_specs_as_yaml_writes_them(tmp_path):
+    spec = [{"name": "OneOf", "params": {"transforms": [{"name": "HorizontalFlip", "params": {"p": 1.0}},
+                                                         {"name": "VerticalFlip", "params": {"p": 1.0}}], "p": 1.0}},
+            {"name": "Resize", "params": {"height": 5, "width": 7}}]
+    ds = ImageFolder(image_folder(tmp_path), augment=spec)
+    assert ds[0]["input"].shape == (3, 5, 7)
+    from trainforge.errors import RegistryError
+
+    with pytest.raises(RegistryError, match="did you mean 'Resize'"):
+        _ = ImageFolder(tmp_path, transform=[{"name": "Resise"}]).pipeline

@@ -1,0 +1,160 @@
+"""Metric learning: ``PairwiseLearnTask`` (contrastive on in-batch pairs), ``TripletLearnTask``
+(batch-hard triplets) and ``MarginLearnTask`` (ArcFace / CosFace heads with cross-entropy), all
+evaluated by retrieval — recall@k, precision@k and mAP@k of queries against a gallery over the whole
+validation set (``RetrievalMetrics``), typically on classes held out of training."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..registry import registry
+from ..training_config import TrainingConfig
+from .base import Task
+
+_RETRIEVAL_INPUTS = {"embeddings": "embeddings", "target": "target", "is_query": "is_query",
+                     "is_gallery": "is_gallery"}
+
+
+class MetricLearningTask(Task):
+    """What the metric-learning tasks share. Outputs: ``embeddings`` (a composed model's embedding-head
+    output, or what a margin head gets), ``prediction`` (margin logits) where there is a margin head,
+    and ``is_query`` / ``is_gallery`` from the batch (None: every sample is both, leave-one-out).
+
+    Metrics (validation and test): ``retrieval/recall_at_k``, ``retrieval/precision_at_k`` and
+    ``retrieval/map_at_k`` for each ``k`` in ``top_k``, over the whole set and across processes.
+    """
+
+    default_loss: ClassVar[str] = "TripletLoss"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainingConfig | Mapping[str, Any] | None = None,
+        *,
+        top_k: int | Sequence[int] = (1, 5),
+        normalize: bool = True,
+        knn_backend: str = "auto",
+        compute_loss_on_valid: bool = True,
+        **trainer_args: Any,
+    ) -> None:
+        self.top_k, self.normalize, self.knn_backend = top_k, normalize, knn_backend
+        self.compute_loss_on_valid = compute_loss_on_valid
+        self._composed = hasattr(model, "forward_features") and hasattr(model, "takes_target")
+        super().__init__(model, config, **trainer_args)
+
+    def task_metrics(self, model: nn.Module) -> list[Any]:
+        params = {"top_k": list(self.top_k) if not isinstance(self.top_k, int) else self.top_k,
+                  "normalize": self.normalize, "backend": self.knn_backend}
+        return [{"name": "RetrievalMetrics", "params": params, "alias": "retrieval", "mapping": dict(_RETRIEVAL_INPUTS),
+                 "phases": ["VALID", "TEST"]}]
+
+    def run_model(self, x: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        if not self._composed:
+            return {"embeddings": self._model_fn(x)}
+        target = batch.get("target") if self.model.training else None
+        parts = self._model_fn(x, target, return_embeddings=True)
+        if self.model.takes_target:
+            return parts
+        return {"embeddings": parts["prediction"]}  # an embedding head (or none): its output is the embedding
+
+    def forward(self, batch: dict[str, Any], training: bool) -> dict[str, Any]:
+        outputs = super().forward(batch, training)
+        outputs["is_query"], outputs["is_gallery"] = batch.get("is_query"), batch.get("is_gallery")
+        return outputs
+
+    @torch.no_grad()
+    def evaluate_step(self, batch: dict[str, Any]) -> dict[str, Any]:
+        if self.compute_loss_on_valid:
+            return super().evaluate_step(batch)
+        outputs = self.forward(batch, training=False)
+        outputs["loss"] = torch.full((), float("nan"), device=outputs["embeddings"].device)  # not computed
+        outputs["num_samples"] = len(batch["input"])
+        self.compute_metrics(self._eval_phase, outputs, batch, loader=self._eval_loader_name)
+        return outputs
+
+    def _plain_criterion(self) -> bool:
+        return not getattr(type(self.criterion), "takes_dicts", False)
+
+
+class TripletLearnTask(MetricLearningTask):
+    """Triplet loss with batch-hard mining on ``(embeddings, target)`` (TorchOk's name).
+
+    >>> import tempfile
+    >>> from trainforge.data.shapes import ShapesRetrieval
+    >>> from trainforge.models import build_model
+    >>> model = build_model("small_cnn", {"width": 4, "depth": 2}, pooling_name="Pooling", head_name="LinearHead",
+    ...                     head_params={"out_channels": 8})
+    >>> cfg = TrainingConfig(output_dir=tempfile.mkdtemp(), tensorboard=False, checkpoint=None)
+    >>> valid = ShapesRetrieval("valid", samples_per_class=5, queries_per_class=1, image_size=16)
+    >>> sorted(TripletLearnTask(model, cfg).evaluate(valid))[:3]
+    ['valid/loss', 'valid/retrieval/map_at_1', 'valid/retrieval/map_at_5']
+    """
+
+    default_loss: ClassVar[str] = "TripletLoss"
+    default_loss_params: ClassVar[dict[str, Any]] = {"margin": 0.2}
+
+    def compute_loss(self, outputs: dict[str, Any], batch: dict[str, Any]) -> torch.Tensor:
+        if self._plain_criterion():
+            return self.criterion(outputs["embeddings"], batch["target"])
+        return super().compute_loss(outputs, batch)
+
+
+class PairwiseLearnTask(MetricLearningTask):
+    """Contrastive loss on every pair of the batch: outputs ``emb1``, ``emb2`` and ``R`` (1 for a pair of
+    one class), TorchOk's mapping for ``ContrastiveLoss``."""
+
+    default_loss: ClassVar[str] = "ContrastiveLoss"
+    default_loss_params: ClassVar[dict[str, Any]] = {"margin": 1.0}
+
+    def forward(self, batch: dict[str, Any], training: bool) -> dict[str, Any]:
+        outputs = super().forward(batch, training)
+        target = batch.get("target")
+        if target is not None:
+            embeddings = outputs["embeddings"]
+            first, second = self._pairs(len(embeddings), embeddings.device)
+            outputs["emb1"], outputs["emb2"] = embeddings[first], embeddings[second]
+            outputs["R"] = (target[first] == target[second]).to(embeddings.dtype)
+        return outputs
+
+    def _pairs(self, size: int, device: torch.device) -> torch.Tensor:
+        cache = self.__dict__.setdefault("_pair_cache", {})
+        key = (size, device)
+        if key not in cache:  # the same few batch sizes every epoch: build their index pairs once
+            cache[key] = torch.triu_indices(size, size, offset=1, device=device)
+        return cache[key]
+
+    def compute_loss(self, outputs: dict[str, Any], batch: dict[str, Any]) -> torch.Tensor:
+        if self._plain_criterion():
+            return self.criterion(outputs["emb1"], outputs["emb2"], outputs["R"])
+        return super().compute_loss(outputs, batch)
+
+
+class MarginLearnTask(MetricLearningTask):
+    """ArcFace / CosFace training: cross-entropy on the margin head's logits (the head reads the
+    target while training); retrieval on the embeddings the head gets. The validation loss is not
+    computed by default (held-out classes have no logits): ``valid/loss`` is NaN."""
+
+    default_loss: ClassVar[str] = "CrossEntropyLoss"
+
+    def __init__(self, model: nn.Module, config: TrainingConfig | Mapping[str, Any] | None = None, *,
+                 compute_loss_on_valid: bool = False, **task_args: Any) -> None:
+        if not getattr(model, "takes_target", False):
+            raise ConfigError("MarginLearnTask needs a composed model with a margin head (head_name='ArcFaceHead' "
+                              "or 'CosFaceHead'); for an embedding head use TripletLearnTask or PairwiseLearnTask")
+        super().__init__(model, config, compute_loss_on_valid=compute_loss_on_valid, **task_args)
+
+    def compute_loss(self, outputs: dict[str, Any], batch: dict[str, Any]) -> torch.Tensor:
+        if self._plain_criterion():
+            return self.criterion(outputs["prediction"].float(), batch["target"])
+        return super().compute_loss(outputs, batch)
+
+
+for _task, _help in ((PairwiseLearnTask, "metric learning: contrastive loss on in-batch pairs"),
+                     (TripletLearnTask, "metric learning: triplet loss with batch-hard mining"),
+                     (MarginLearnTask, "metric learning: ArcFace / CosFace margin heads")):
+    registry("tasks").register(_task, help=_help)
