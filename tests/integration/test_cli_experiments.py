@@ -134,3 +134,14 @@ def test_python_dash_m_runs_the_cli() -> None:
                           text=True, timeout=120, cwd=ROOT, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr
     assert "cosine" in done.stdout
+
+
+@pytest.mark.slow
+def test_make_demo_config_reaches_97_percent(tmp_path: Path, capsys) -> None:
+    """What ``make demo`` runs: the whole classification_digits experiment (10 epochs)."""
+    assert main(["train", "--config", DIGITS, "logger=null", "+trainer.report=false",
+                 f"hydra.run.dir={tmp_path / 'demo'}"]) == 0
+    metrics = json.loads((tmp_path / "demo" / "train_metrics.json").read_text())
+    assert metrics["valid/accuracy"] >= 0.97, metrics
+    out = capsys.readouterr().out
+    assert "epoch 10/10" in out and "final metrics:" in out and "run folder:" in out

@@ -116,7 +116,6 @@ def compose(source: ConfigSource, overrides: Sequence[str]) -> tuple[dict[str, A
 def resolve(raw: dict[str, Any], source: ConfigSource) -> dict[str, Any]:
     """Interpolations resolved; a flat Kornia config becomes its example's experiment first."""
     from omegaconf import OmegaConf
-
     from omegaconf.errors import OmegaConfBaseException
 
     from .kornia import is_kornia_config, kornia_experiment, strip_flat_keys
