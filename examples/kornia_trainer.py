@@ -45,13 +45,7 @@ def main(output_dir: str, num_epochs: int = 4) -> dict[str, float]:
 
     # 4. the trainer
     trainer = Trainer(
-        model,
-        config,
-        train_data=train_dataloader,
-        valid_data=valid_dataloader,
-        criterion=criterion,
-        optimizer=optimizer,
-        scheduler=scheduler,
+        model, train_dataloader, valid_dataloader, criterion, optimizer, scheduler, config,  # Kornia's order
         callbacks={"preprocess": preprocess, "augmentations": augmentations},
     )
     state = trainer.fit()  # execute your training!

@@ -41,6 +41,7 @@ import pickletools
 import secrets
 import shutil
 import signal
+import stat
 import warnings
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -65,6 +66,9 @@ KILL_POINTS = ("after_state", "before_manifest", "before_rename", "after_aside",
 _TMP_MARK = ".tmp-"  # an unfinished write: never a checkpoint, removed by clean_stale
 _OLD_MARK = ".old-"  # a committed checkpoint moved aside while its name is re-saved
 _CHUNK = 1 << 20
+_MANIFEST_LIMIT = 64 << 20  # a manifest lists a few files; anything larger is not one
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # opening a FIFO for reading must not wait for a writer
 _LOW_SPACE = 1 << 20  # below this many free bytes a failed write is reported as a full disk
 # Bytes per element of the storage classes torch.save references; "UntypedStorage" counts bytes.
 _ITEMSIZE = {
@@ -255,11 +259,31 @@ def _write_tree(tmp: Path, final: Path, state: dict[str, Any], metadata: dict[st
     _fsync_dir(tmp)
 
 
+def _check_replaceable(final: Path) -> None:
+    """Saving over ``final`` replaces only a trainforge checkpoint (a folder holding ``MANIFEST.json`` and
+    nothing but a checkpoint's files) or an empty folder; anything else is refused, untouched."""
+    if not (final.exists() or final.is_symlink()):
+        return
+    what = "a symbolic link" if final.is_symlink() else None if final.is_dir() else "a file"
+    names = set(os.listdir(final)) if what is None else set()
+    if what is None and (not names or (MANIFEST_FILE in names and names <= {MANIFEST_FILE, STATE_FILE})):
+        return
+    if what is None:
+        shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
+        what = f"a folder that is not a trainforge checkpoint (no {MANIFEST_FILE}; it holds {shown})"
+    raise CheckpointError(
+        f"refusing to save a checkpoint at {final}: it exists and is {what}; nothing was changed. Saving "
+        f"replaces only an earlier trainforge checkpoint: pick a new path (e.g. {final / 'checkpoint'}) or "
+        "move it away yourself"
+    )
+
+
 def _commit(tmp: Path, final: Path, fault: str | None) -> None:
     """Rename the finished ``tmp`` to ``final``. rename(2) cannot replace a non-empty directory, so an
     existing ``final`` is moved aside first and deleted after; ``clean_stale`` repairs a kill in between."""
     aside = None
-    if final.exists():
+    if final.exists() or final.is_symlink():
+        _check_replaceable(final)
         aside = final.with_name(_scratch_name(final.name, _OLD_MARK))
         os.replace(final, aside)
         _maybe_kill(fault, "after_aside")
@@ -338,6 +362,7 @@ def save_checkpoint(
     if not isinstance(state, dict):
         raise TypeError(f"state must be a dict, got {type(state).__name__}")
     metadata_json = _jsonable(metadata)
+    _check_replaceable(final)  # before any work: a user's folder at this path is never replaced
     fault = _read_fault()
     tmp = final.with_name(_scratch_name(final.name, _TMP_MARK))
     try:
@@ -360,6 +385,54 @@ def save_checkpoint(
             where = f"checkpoint {final} is committed, but {final.parent / LATEST_FILE} was not updated"
             raise _write_error(final, exc, where, "resuming still finds the checkpoint by scanning") from exc
     return final
+
+
+def link_checkpoint(source: StrPath, path: StrPath, *, update_latest: bool = True) -> Path:
+    """Make ``path`` a second name of the committed checkpoint ``source`` — a folder of hard links to its
+    files, so the bytes exist once — committed like a save (scratch folder, rename, ``latest``). Where the
+    filesystem has no hard links the files are copied. Deleting either folder leaves the other intact.
+
+    >>> import tempfile, torch
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     top = save_checkpoint(f"{tmp}/step-000003", {"w": torch.ones(1)}, {"global_step": 3})
+    ...     last = link_checkpoint(top, f"{tmp}/last")
+    ...     (last / STATE_FILE).stat().st_ino == (top / STATE_FILE).stat().st_ino, read_latest(tmp)
+    (True, 'last')
+    """
+    src, final = Path(source), Path(path)
+    if not _valid_name(final.name):
+        raise ValueError(f"invalid checkpoint name {final.name!r}: use one plain name such as 'last'")
+    names = [*read_manifest(src)["files"], MANIFEST_FILE]
+    _check_replaceable(final)
+    fault = _read_fault()
+    tmp = final.with_name(_scratch_name(final.name, _TMP_MARK))
+    try:
+        tmp.mkdir()
+        for name in names:
+            _link_or_copy(src / name, tmp / name)
+        _fsync_dir(tmp)
+        _maybe_kill(fault, "before_rename")
+        _commit(tmp, final, fault)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and not isinstance(exc, CheckpointError):
+            raise _write_error(final, exc) from exc
+        raise
+    if update_latest:
+        write_latest(final.parent, final.name)
+    return final
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+            raise
+        with _open_regular(source) as f, open(target, "xb") as out:
+            shutil.copyfileobj(f, out)
+            out.flush()
+            os.fsync(out.fileno())
 
 
 def assert_finite(state: Any) -> None:
@@ -422,8 +495,9 @@ def read_latest(directory: StrPath) -> str | None:
     True
     """
     try:
-        name = (Path(directory) / LATEST_FILE).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError):
+        with _open_regular(Path(directory) / LATEST_FILE) as f:
+            name = f.read(1024).decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError, CheckpointError):
         return None
     return name if _valid_name(name) else None
 
@@ -475,7 +549,8 @@ def read_manifest(path: StrPath) -> dict[str, Any]:
     if not directory.is_dir():
         raise CheckpointError(f"no checkpoint directory at {directory}: pass the directory holding {MANIFEST_FILE}")
     try:
-        manifest = json.loads(file.read_bytes())
+        with _open_regular(file) as f:
+            manifest = json.loads(f.read(_MANIFEST_LIMIT))
     except FileNotFoundError:
         raise CheckpointCorruptError(
             f"{directory} has no {MANIFEST_FILE}: its save never committed; pick a checkpoint with "
@@ -497,9 +572,31 @@ def read_manifest(path: StrPath) -> dict[str, Any]:
     return manifest
 
 
+def _open_regular(file: Path) -> BinaryIO:
+    """Open ``file`` for reading only when it is a regular file: a symbolic link, FIFO, socket or device
+    is refused (``CheckpointCorruptError``) without being opened — a FIFO would block the reader forever,
+    a link could read anything on the machine. The type is checked again on the open descriptor."""
+    kind = _special_kind(os.lstat(file).st_mode)
+    if kind is None:
+        fd = os.open(file, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
+        kind = _special_kind(os.fstat(fd).st_mode)
+        if kind is None:
+            return os.fdopen(fd, "rb")
+        os.close(fd)
+    raise CheckpointCorruptError(f"{file} is {kind}, not a regular file; refused without reading it")
+
+
+def _special_kind(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return None
+    kinds = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISDIR, "a folder"),
+             (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))  # fmt: skip
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
 def _open_listed(file: Path) -> BinaryIO:
     try:
-        return open(file, "rb")
+        return _open_regular(file)
     except FileNotFoundError:
         raise CheckpointCorruptError(f"{file} is listed in {MANIFEST_FILE} but missing") from None
     except OSError as exc:
@@ -578,8 +675,8 @@ def load_state_file(path: StrPath, map_location: Any = "cpu") -> Any:
     """
     file = Path(path)
     try:
-        f = open(file, "rb")
-    except OSError as exc:
+        f = _open_regular(file)
+    except (OSError, CheckpointCorruptError) as exc:
         raise ModelLoadError(f"cannot open weights file {file}: {exc}") from exc
     with f:
         _prescan(f, file, ModelLoadError)
@@ -753,7 +850,8 @@ def _scan(directory: Path) -> tuple[list[tuple[Path, dict[str, Any]]], list[tupl
     if not directory.is_dir():
         return committed, broken
     for child in sorted(directory.iterdir()):
-        if _TMP_MARK in child.name or child.is_symlink() or not (child / MANIFEST_FILE).is_file():
+        manifest = child / MANIFEST_FILE
+        if _TMP_MARK in child.name or child.is_symlink() or not (manifest.exists() or manifest.is_symlink()):
             continue  # unfinished writes, links out of the run folder, folders that are not checkpoints
         if _OLD_MARK in child.name and (directory / child.name.partition(_OLD_MARK)[0]).exists():
             continue  # superseded by the completed re-save
@@ -794,8 +892,11 @@ def list_checkpoints(directory: StrPath) -> list[Path]:
     return [path for path, _ in sorted(committed, key=_age)]
 
 
-def find_resume_checkpoint(directory: StrPath) -> Path | None:
+def find_resume_checkpoint(directory: StrPath, run_id: str | None = None) -> Path | None:
     """The newest committed checkpoint in ``directory`` that verifies, or None when there is none.
+
+    With ``run_id``, only checkpoints whose manifest metadata carries that ``run_id`` count (the run
+    folder's own run); others are skipped with a warning naming them.
 
     Candidates are tried newest first (order of ``list_checkpoints``, with the one ``latest`` names
     winning ties), so a checkpoint committed just before a kill is used even if ``latest`` still names
@@ -813,6 +914,14 @@ def find_resume_checkpoint(directory: StrPath) -> Path | None:
     committed, broken = _scan(Path(directory))
     for path, reason in broken:
         warnings.warn(f"skipping checkpoint {path}: {reason}", UserWarning, stacklevel=2)
+    if run_id is not None:
+        foreign = [path for path, manifest in committed if manifest["metadata"].get("run_id") != run_id]
+        if foreign:
+            warnings.warn(
+                f"skipping {len(foreign)} checkpoint(s) not written by run {run_id} of this folder: "
+                f"{', '.join(p.name for p in foreign)}", UserWarning, stacklevel=2,
+            )
+        committed = [(path, manifest) for path, manifest in committed if manifest["metadata"].get("run_id") == run_id]
     latest = read_latest(directory)
     if latest is not None and latest not in {path.name.partition(_OLD_MARK)[0] for path, _ in committed}:
         warnings.warn(f"{Path(directory) / LATEST_FILE} names {latest!r}, not a committed checkpoint", stacklevel=2)

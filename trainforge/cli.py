@@ -23,7 +23,18 @@ def _cmd_config(args: argparse.Namespace) -> int:
     if args.action == "defaults":
         print(TrainingConfig.describe())
     elif args.action == "check":
+        from .config.hydra_cli import check_experiment_file, is_experiment_file
+        from .config_check import check_config
+        from .errors import ConfigError
+
+        if is_experiment_file(args.path):  # TorchOk's sections (task, data...): an experiment, not a TrainingConfig
+            print(check_experiment_file(args.path, args.overrides), end="")
+            return 0
         config = TrainingConfig.from_yaml(args.path)
+        try:
+            check_config(config)  # the same checks Trainer.setup runs before training
+        except TrainforgeError as error:
+            raise ConfigError(f"{args.path}: {error}") from None
         print(f"{args.path}: valid")
         print(config.to_yaml(), end="")
     return 0
@@ -102,8 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     config = commands.add_parser("config", help="inspect TrainingConfig settings")
     config_actions = config.add_subparsers(dest="action", metavar="ACTION", required=True)
     config_actions.add_parser("defaults", help="print every setting with its default and help")
-    check = config_actions.add_parser("check", help="validate a TrainingConfig YAML file and print it resolved")
+    check = config_actions.add_parser(
+        "check", help="validate a TrainingConfig YAML file as training would (names, nested keys, monitors) and "
+        "print it resolved",
+    )
     check.add_argument("path")
+    check.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Hydra overrides (experiment files)")
     config.set_defaults(func=_cmd_config)
 
     _add_run_parser(commands, "train", "train the experiment of one YAML file")
@@ -121,13 +136,21 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--strict", action="store_true", help="fail on the first section error instead of warning")
     report.add_argument("--open", action="store_true", help="open the page in the default web browser")
     report.set_defaults(func=_cmd_report)
+
+    from .data.cli import add_parser as add_data_parser  # data validate|cache|preview
+
+    add_data_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trainforge`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # overrides after an option (train --multirun a=1,2) land here; only train/test/predict take them
+        if getattr(args, "func", None) is not _cmd_run or any(e.startswith("-") for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     if args.command is None:
         parser.print_help()
         return 0

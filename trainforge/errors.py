@@ -49,3 +49,13 @@ class NonFiniteLossError(TrainforgeError, FloatingPointError):
 
 class CorruptImageError(TrainforgeError, OSError):
     """An image file could not be decoded; names the exact path and the reason."""
+
+
+class DatasetError(TrainforgeError, ValueError):
+    """A data set's files or annotation are wrong (missing files, bad labels, duplicates, size mismatches);
+    the message lists every problem found, each naming its file or row."""
+
+
+class RunFolderError(TrainforgeError, FileExistsError):
+    """A run folder is in use by another run, or holds another run's files, or has a link planted among
+    its entries; names the folder and how to proceed (resume, ``overwrite``, another ``output_dir``)."""

@@ -5,16 +5,15 @@ instance only); observe and steer with callback objects."""
 from __future__ import annotations
 
 import contextlib
-import datetime
 import hashlib
 import inspect
 import json
 import os
 import platform
 import sys
-import types
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from ._version import __version__
 from .callbacks import EpochMetricAvg, Optimizer, StdoutLogger
 from .callbacks.checkpoint import ModelCheckpoint
 from .callbacks.early_stopping import EarlyStopping
+from .config_check import FirstBatchCheck, check_trainer_setup, optimizer_mismatch, require_training_data
 from .data import ResumableLoader
 from .engine import Recipe, State, hook_methods
 from .errors import ConfigError, ResumeMismatchError
@@ -70,7 +70,34 @@ def _bind(owner: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
         params = list(inspect.signature(fn).parameters)
     except (TypeError, ValueError):
         return fn
-    return types.MethodType(fn, owner) if params and params[0] == "self" else fn
+    return _WeakBound(fn, owner) if params and params[0] == "self" else fn
+
+
+class _WeakBound:
+    """``fn`` bound to ``owner`` through a weak reference: stored on the owner, a bound method would put
+    the owner in a reference cycle with itself (freed only by a full garbage collection)."""
+
+    __slots__ = ("__wrapped__", "_owner")
+
+    def __init__(self, fn: Callable[..., Any], owner: Any) -> None:
+        self.__wrapped__ = fn
+        self._owner = weakref.ref(owner)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__wrapped__(self._owner(), *args, **kwargs)
+
+
+def _weak_method(owner: Any, name: str) -> Callable[..., Any]:
+    """``getattr(owner, name)`` called through a weak reference (for what ``owner`` itself holds: its
+    recipes' step functions, the checkpoint's state function), looked up at each call so a stage
+    assigned on the instance later is the one run."""
+    ref = weakref.ref(owner)
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(ref(), name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    return call
 
 
 class Trainer:
@@ -113,6 +140,7 @@ class Trainer:
         optimizer: torch.optim.Optimizer | None = None,
         scheduler: Any = None,
         callbacks: Mapping[str, Any] | Iterable[Any] | None = None,
+        class_names: Sequence[str] | None = None,
         **seed_names: Any,
     ) -> None:
         """Three call styles, told apart by what follows the model (see ``trainforge.trainer_args``):
@@ -149,7 +177,7 @@ class Trainer:
         self.ema: Any = None
         self.run_dir: Path | None = None
         self.loggers: list[Any] = []
-        self.class_names: list[str] | None = None
+        self.class_names, self._class_names_source = _class_names(class_names, self.train_data, self.valid_data)
         self._in_custom_evaluate = False  # see _posting_evaluate
         self._apply_callbacks(callbacks)
         if "evaluate" not in self.__dict__ and type(self).evaluate is not Trainer.evaluate:
@@ -385,6 +413,8 @@ class Trainer:
         if guard.check(loss, batch, terms):  # a non-finite loss under the "skip" policy
             outputs["loss"] = torch.zeros((), device=loss.device)
             outputs["num_samples"] = 0
+            if terms is not None:  # weighted by 0 in the epoch means, but a NaN times 0 is still NaN
+                outputs.update({f"loss/{k}": torch.zeros((), device=loss.device) for k in terms})
             return outputs
         runtime = self.runtime
         accumulating = self.config.accumulate_grad_batches > 1 and self._accumulating()
@@ -409,7 +439,10 @@ class Trainer:
         outputs = self.forward(batch, training=False)
         if "target" in batch:
             loss = self.compute_loss(outputs, batch)
-            outputs["loss"] = (loss[0] if isinstance(loss, tuple) else loss).detach()
+            if isinstance(loss, tuple):
+                loss, terms = loss
+                outputs.update({f"loss/{k}": v.detach() for k, v in terms.items()})
+            outputs["loss"] = loss.detach()
         outputs["num_samples"] = _batch_size(batch)
         self.compute_metrics(self._eval_phase, outputs, batch, loader=self._eval_loader_name)
         return outputs
@@ -434,40 +467,70 @@ class Trainer:
     def fit(self, resume_from: str | os.PathLike[str] | None = None) -> State:
         """Train for ``config.max_epochs`` epochs in total; resume from a checkpoint or run folder first.
 
-        ``resume_from`` is a checkpoint folder, a run folder (its newest intact checkpoint), or
-        ``"auto"``: the newest intact checkpoint of this run's folder if there is one, else a fresh
-        start. SIGTERM (a preemption) finishes the current step, writes ``checkpoints/last`` and exits
-        with code 143. Returns the final ``State``; ``state.metrics`` holds the last metrics.
+        ``resume_from`` is a checkpoint folder, a run folder (its newest intact checkpoint written by
+        that folder's run), or ``"auto"``: the newest intact checkpoint of this run's folder if there
+        is one, else a fresh start. SIGTERM (a preemption) or SIGINT (Ctrl-C) finishes the current step,
+        writes ``checkpoints/last``, prints the call that resumes and exits with code 143 or 130 (a
+        second Ctrl-C stops at once). Returns the final ``State``; ``state.metrics`` holds the last
+        metrics.
+
+        The run folder is locked for the whole fit (a second Trainer on it is refused). A fresh run
+        into a folder that holds another run is refused unless ``resume_from`` is given or
+        ``config.overwrite`` is set (see ``trainforge.run_folder``). A later ``fit`` with a larger
+        ``max_epochs`` continues the run and logs the new epochs.
         """
+        if self._custom_fit is None:
+            require_training_data(self)
         if resume_from not in (None, "auto") and self.config.output_dir is None and self.run_dir is None:
             folder = Path(resume_from)
             if (folder / "checkpoints").is_dir():
                 self.run_dir = folder  # resuming a run folder keeps writing into it
+        self._asked_resume = resume_from is not None  # "auto" too: this folder's own run may continue
         if resume_from == "auto":
-            from .checkpoint import find_resume_checkpoint
-
-            output = self.config.output_dir
-            run_dir = self.run_dir or (Path(output) if output is not None else None)  # a new timestamped one is empty
-            folder = run_dir / "checkpoints" if run_dir is not None else None
-            resume_from = find_resume_checkpoint(folder) if folder is not None and folder.is_dir() else None
+            resume_from = self._auto_resume_checkpoint()
         # known before setup(): a resumed run restores its own weights, so load_checkpoint is not applied
         self._resume_pending = resume_from is not None
-        self.setup()
-        if resume_from is not None:
-            self.resume(resume_from)
-        self._resolve_stages()
-        if self._custom_fit is not None:
-            return self._custom_fit()
+        self._fitting = True
         try:
-            with _sigterm_flag(self._preemption):
-                state = self.recipe.run(self.config.max_epochs)
-                self._preemption.finish(state)  # stopped for SIGTERM: checkpoint and exit 143
-            if self.config.load_best_model_at_end:
-                self._load_best_model()
-            self._finish_run(state)
+            self.setup()  # claims and locks the run folder
+            self._claim_run_folder()  # a later fit: setup is done, the lock was released by the last one
+            if resume_from is not None:
+                self.resume(resume_from)
+            self._resolve_stages()
+            if self._custom_fit is not None:
+                return self._custom_fit()
+            if not self.loggers:  # closed by an earlier fit: this one's epochs are logged too
+                self._open_loggers()
+            try:
+                with _sigterm_flag(self._preemption):
+                    state = self.recipe.run(self.config.max_epochs)
+                    self._preemption.finish(state)  # stopped for SIGTERM/SIGINT: checkpoint and exit 143/130
+                if self.config.load_best_model_at_end:
+                    self._load_best_model()
+                self._finish_run(state)
+            finally:
+                self._close_loggers()
         finally:
-            self._close_loggers()
+            self._fitting = False
+            self._release_run_folder()
         return state
+
+    def _auto_resume_checkpoint(self) -> Path | None:
+        """``resume_from="auto"``: the newest intact checkpoint of this run's folder written by its run."""
+        from .checkpoint import find_resume_checkpoint
+        from .run_folder import read_run_id
+
+        output = self.config.output_dir
+        run_dir = self.run_dir or (Path(output).expanduser() if output is not None else None)
+        if run_dir is None:
+            return None  # a new timestamped folder is empty
+        folder = self._checkpoint_folder(run_dir)
+        return find_resume_checkpoint(folder, run_id=read_run_id(run_dir)) if folder.is_dir() else None
+
+    def _checkpoint_folder(self, run_dir: Path) -> Path:
+        """Where this trainer's checkpoints go: a user's ``ModelCheckpoint``'s folder, else ``checkpoints/``."""
+        user = next((c for c in self.callbacks if isinstance(c, ModelCheckpoint)), None)
+        return user.dirpath if user is not None and user.dirpath is not None else run_dir / "checkpoints"
 
     def _finish_run(self, state: State) -> None:
         """Hyper-parameters with final metrics, report data and the HTML report (rank 0). A report that
@@ -478,7 +541,7 @@ class Trainer:
 
         final = float_metrics(state.metrics)  # host floats: the run is over, a sync costs nothing here
         for logger in self.loggers:
-            logger.log_hyperparams(self.config.to_dict(), final)
+            logger.log_hyperparams(self._used_config(), final)
         if not self.config.report:
             return
         from .report import build_report
@@ -510,7 +573,8 @@ class Trainer:
         from .report import save_classification_samples, save_metric_values
 
         if self.last_non_scalar_metrics:
-            save_metric_values(self.run_dir, self.last_non_scalar_metrics, self.class_names)
+            evaluated = "EMA weights" if self.ema is not None else "last weights"
+            save_metric_values(self.run_dir, self.last_non_scalar_metrics, self.class_names, weights=evaluated)
         loader = self._report_loader()
         if loader is None:
             return
@@ -520,10 +584,17 @@ class Trainer:
         try:
             with self._ema_weights():
                 batches = (self._report_batch(self.runtime.to_device(batch)) for batch in loader)
-                save_classification_samples(self.run_dir, batches, self.class_names, seed=self.config.seed)
+                save_classification_samples(self.run_dir, batches, self.class_names, seed=self.config.seed,
+                                            weights=self._report_weights())
         finally:
             self._model_fn = model_fn
             self.model.train(was_training)
+
+    def _report_weights(self) -> str:
+        """Which weights the report's validation pass uses: the best checkpoint's (when loaded at the end)
+        or the last ones, their EMA when enabled."""
+        which = "best checkpoint" if getattr(self, "_best_loaded", False) else "last"
+        return f"EMA of the {which} weights" if self.ema is not None else f"{which} weights"
 
     def _report_loader(self) -> Any:
         data = self.valid_data
@@ -544,6 +615,7 @@ class Trainer:
         if not (isinstance(output, torch.Tensor) and output.dim() == 2 and isinstance(target, torch.Tensor)
                 and target.dim() == 1 and not target.is_floating_point()):
             return None
+        self._check_class_names(int(output.shape[1]))
         x = batch["input"]
         images = x.detach().float().cpu() if isinstance(x, torch.Tensor) and x.dim() == 4 else None
         return images, target.cpu(), output.float().softmax(-1).cpu()
@@ -558,6 +630,7 @@ class Trainer:
 
         saved = load_checkpoint(best)["recipe"]
         self.model.load_state_dict(saved["registered"]["model"])
+        self._best_loaded = True
         if self.ema is not None:
             self.ema.load_state_dict(saved["callbacks"]["EMA[0]"])
 
@@ -637,6 +710,8 @@ class Trainer:
         recipe.loader = loader
         recipe.reset()
         self._eval_loss_avg.alias = f"{prefix}/loss"
+        for tag, average in self._eval_term_avgs.items():
+            average.alias = f"{prefix}/loss/{tag}"
         metrics = dict(recipe.run(1).metrics)
         if self.metrics_manager is not None and self.metrics_manager.names(phase, loader=name):
             computed = self.metrics_manager.compute(phase, loader=name)
@@ -688,13 +763,17 @@ class Trainer:
         if self._setup_done:
             return
         cfg = self.config
+        # the objects passed in (not built from the config), for config.yaml and the hyper-parameters
+        self._given_objects = {"optimizer": self.optimizer, "criterion": self.criterion, "scheduler": self.scheduler}
         self.runtime = Runtime(cfg.device, cfg.precision)
+        check_trainer_setup(self)  # names, nested keys, monitors, data sizes: before anything is written
         seed_everything(cfg.seed)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
         if self.run_dir is None:
             self.run_dir = self._make_run_dir()
+        self._claim_run_folder()
         if cfg.load_checkpoint is not None and not getattr(self, "_resume_pending", False):
             from .pretrained import load_pretrained
 
@@ -707,6 +786,7 @@ class Trainer:
 
             self.criterion = build_loss(cfg.loss, **cfg.loss_params)
         self._build_recipes()
+        self.recipe.state.extra["run_id"] = getattr(self, "run_id", None)  # stamped into checkpoint manifests
         self._setup_done = True
 
     def _prepare_model(self) -> None:
@@ -746,6 +826,7 @@ class Trainer:
             rank=rt.rank,
             world_size=rt.world_size,
             pad_to_equal=train,
+            sampler=getattr(data, "sampler", None) if train else None,  # e.g. a class-balanced order
         )
 
     def _make_eval_loaders(self, data: Any) -> dict[str | None, Any]:
@@ -758,13 +839,19 @@ class Trainer:
 
     def _build_optimization(self) -> None:
         cfg = self.config
-        from .optim import build_optimizer, build_scheduler, count_optimizer_steps
+        from .optim import build_optimizer, build_scheduler, count_optimizer_steps, has_learning_rate
 
         if self.optimizer is None:
             self.optimizer = build_optimizer(
                 cfg.optimizer, self.model, lr=cfg.lr, weight_decay=cfg.weight_decay, **cfg.optimizer_params
             )
-        if self.scheduler is None and cfg.scheduler is not None:
+        if self.scheduler is None and cfg.scheduler is not None and not has_learning_rate(self.optimizer):
+            warnings.warn(
+                f"{type(self.optimizer).__name__} has no 'lr' in its param groups (defaults={{}}), so the "
+                f"schedule {cfg.scheduler!r} cannot change it: training without a schedule (scheduler=None "
+                "silences this)", UserWarning, stacklevel=3,
+            )
+        elif self.scheduler is None and cfg.scheduler is not None:
             epochs_steps = count_optimizer_steps(len(self.train_loader), cfg.max_epochs, cfg.accumulate_grad_batches)
             if cfg.scheduler_interval == "epoch":
                 epochs_steps = cfg.max_epochs
@@ -781,19 +868,28 @@ class Trainer:
         cfg = self.config
         self._eval_phase, self._eval_loader_name = "VALID", None
         self._last_non_scalars: dict[str, Any] = {}
-        self._eval_recipe = Recipe(self.evaluate_step, [])
+        self._eval_recipe = Recipe(_weak_method(self, "evaluate_step"), [])
         self._eval_recipe.device = None if self.runtime.device.type == "cpu" else self.runtime.device
         self._eval_loss_avg = EpochMetricAvg("loss", post_each_batch=False, weight="num_samples")
         self._eval_recipe.callbacks.add(self._eval_loss_avg)
+        # a joint loss's terms: train/loss/<tag>, valid/loss/<tag> (per-sample means, like the loss)
+        tags = getattr(self.criterion, "tags", None) if getattr(type(self.criterion), "takes_dicts", False) else None
+        tags = [str(tag) for tag in tags] if isinstance(tags, (list, tuple)) else []
+        self._eval_term_avgs = {tag: EpochMetricAvg(f"loss/{tag}", post_each_batch=False, weight="num_samples")
+                                for tag in tags}
+        for average in self._eval_term_avgs.values():
+            self._eval_recipe.callbacks.add(average)
         self._eval_recipe.callbacks.add(_EvalBatchEvents(self))
 
         self.recipe = recipe = Recipe(
-            self.train_step, self.train_loader if self.train_loader is not None else [], batch_size_fn=_batch_size
+            _weak_method(self, "train_step"),
+            self.train_loader if self.train_loader is not None else [],
+            batch_size_fn=_batch_size,
         )
         self._batches_per_epoch = len(self.train_loader) if self.train_loader is not None else 0
         # batches come from our loaders on the host; moving them is only needed for an accelerator
         recipe.device = None if self.runtime.device.type == "cpu" else self.runtime.device
-        recipe.state.extra["save_state"] = self._checkpoint_state
+        recipe.state.extra["save_state"] = _weak_method(self, "_checkpoint_state")
         recipe.register("model", self.model)
         self._guard = _NonFiniteGuard(cfg.non_finite, self.runtime.device.type)
         if self.train_loader is not None:
@@ -811,11 +907,16 @@ class Trainer:
             recipe.callbacks.add(callback)
         if self._freeze_bn is not None:
             recipe.callbacks.add(self._freeze_bn, "prologue")
+        if self.train_loader is not None:  # the model, labels and loss against the first batch, once
+            recipe.callbacks.add(FirstBatchCheck(self), "prologue")
         recipe.callbacks.add(self._guard, "prologue")
         recipe.callbacks.add(self._optimizer_cb, "prologue")
         if self.ema is not None:
             recipe.callbacks.add(self.ema, "prologue")
         recipe.callbacks.add(EpochMetricAvg("loss", alias="train/loss", weight="num_samples"), "prologue")
+        for tag in self._eval_term_avgs:
+            recipe.callbacks.add(EpochMetricAvg(f"loss/{tag}", alias=f"train/loss/{tag}", weight="num_samples"),
+                                 "prologue")
         recipe.callbacks.add(_TrainMetrics(self), "prologue")
         recipe.callbacks.add(Throughput(log_every=cfg.log_every_n_steps), "prologue")
         if cfg.eval_strategy != "no" and self._eval_loaders:
@@ -829,25 +930,30 @@ class Trainer:
         self._preemption = _Preemption(self)
         recipe.callbacks.add(self._preemption, "epilogue")
         fault = os.environ.get("TRAINFORGE_FAULT", "")
-        if fault.startswith(("kill_after_step:", "kill_after_epoch:", "sigterm_after_step:")):
+        if fault.startswith(("kill_after_step:", "kill_after_epoch:", "sigterm_after_step:", "sigint_after_step:")):
             recipe.callbacks.add(_FaultInjection(fault), "epilogue")  # tests only: deterministic kill points
 
     def _default_callbacks(self) -> list[Any]:
-        from .loggers import ConsoleLogger, JsonlLogger, TensorBoardLogger
+        from .loggers import ConsoleLogger
 
         cfg = self.config
         callbacks: list[Any] = []
         if cfg.early_stopping:
             callbacks.append(EarlyStopping(**cfg.early_stopping))
-        if cfg.checkpoint is not None:
+        user_checkpoint = next((c for c in self.callbacks if isinstance(c, ModelCheckpoint)), None)
+        if user_checkpoint is not None:  # the user's policy replaces config.checkpoint, never adds a second
+            if user_checkpoint.dirpath is None:
+                user_checkpoint.dirpath = self.run_dir / "checkpoints"
+            self.checkpoint_callback = user_checkpoint
+        elif cfg.checkpoint is not None:
             self.checkpoint_callback = ModelCheckpoint(self.run_dir / "checkpoints", **cfg.checkpoint)
             callbacks.append(self.checkpoint_callback)
         main = self.runtime.is_main  # only rank 0 writes files and prints
-        self.loggers = [JsonlLogger(self.run_dir / "metrics.jsonl", enabled=main)]  # always: the report reads it
-        if cfg.tensorboard:
-            self.loggers.append(TensorBoardLogger(self.run_dir / "tensorboard", enabled=main))
-        # a Logger passed in callbacks (MLflowLogger, VisdomLogger, your own) gets the same calls
-        self.loggers += [c for c in self.callbacks if _is_logger(c) and not any(c is x for x in self.loggers)]
+        self._open_loggers()
+        if getattr(self.train_loader, "tracks_skips", False):  # on_bad_file="skip": counts into the logs
+            from .data.loaders import SkippedFilesLog
+
+            callbacks.append(SkippedFilesLog(self.train_loader, self.run_dir if main else None))
         callbacks.append(_LogWriter(self))
         if cfg.print_steps is not None:
             callbacks.append(ConsoleLogger(print_steps=cfg.print_steps, enabled=main))
@@ -860,17 +966,93 @@ class Trainer:
         return callbacks
 
     def _make_run_dir(self) -> Path:
+        """``output_dir`` (``~`` expanded), else a new ``runs/<experiment_name>/<time>`` claimed by mkdir."""
+        from .run_folder import claim_new_folder, timestamp
+
         cfg = self.config
         if cfg.output_dir is not None:
-            run_dir = Path(cfg.output_dir)
+            run_dir = Path(cfg.output_dir).expanduser()
+        elif self.runtime.is_main:
+            return claim_new_folder(Path("runs") / cfg.experiment_name, timestamp())
         else:
-            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-            run_dir = Path("runs") / cfg.experiment_name / stamp
+            run_dir = Path("runs") / cfg.experiment_name / timestamp()
         if self.runtime.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.yaml").write_text(cfg.to_yaml())
-            (run_dir / "env.json").write_text(json.dumps(environment_info(), indent=2))
         return run_dir
+
+    def _used_config(self) -> dict[str, Any]:
+        """The config with the settings that passed objects replaced rewritten to what they use."""
+        from .run_info import used_config
+
+        return used_config(self.config.to_dict(), **getattr(self, "_given_objects", {}))
+
+    def _run_config_text(self) -> str:
+        """``config.yaml``: what this run used — objects passed in by class and settings (a comment
+        block), then the config with their settings in place of the defaults they replaced."""
+        from .run_info import objects_record, run_config_yaml
+
+        given = getattr(self, "_given_objects", {})
+        objects = objects_record(self.model, optimizer=given.get("optimizer"), criterion=given.get("criterion"),
+                                 scheduler=given.get("scheduler"), callbacks=self.callbacks)
+        if self.class_names is not None:
+            objects["class_names"] = {"names": list(self.class_names), "from": self._class_names_source}
+        return run_config_yaml(self._used_config(), objects)
+
+    def _check_class_names(self, count: int | None) -> None:
+        """A list of class names must have one name per model output."""
+        names = self.class_names
+        if names is None or count is None or len(names) == count:
+            return
+        raise ConfigError(
+            f"class_names has {len(names)} names (from {self._class_names_source or 'trainer.class_names'}) "
+            f"but the model outputs {count} classes; pass class_names with {count} names, or change the "
+            "model's number of outputs"
+        )
+
+    def _claim_run_folder(self) -> None:
+        """(rank 0) Lock the run folder and, once per Trainer, check it and write ``config.yaml``,
+        ``env.json`` and ``run.json`` (see ``run_folder.prepare``). ``fit`` keeps the lock until it
+        ends; outside it (evaluate, save, export) the lock is only checked and given back at once, and
+        a folder holding a finished run is left as it is: nothing of it is rewritten."""
+        from . import run_folder
+
+        if not self.runtime.is_main or self.run_dir is None:
+            return
+        lock = getattr(self, "_run_lock", None)
+        if lock is None or lock.run_dir != self.run_dir:
+            run_folder.refuse_links(self.run_dir)  # before the lock file is written
+            lock = self._run_lock = run_folder.RunLock(self.run_dir)
+        fitting = getattr(self, "_fitting", False)
+        lock.acquire()
+        try:
+            self._prepare_run_folder(fitting)
+        except BaseException:
+            self._release_run_folder()
+            raise
+        if not fitting:
+            self._release_run_folder()
+
+    def _prepare_run_folder(self, fitting: bool) -> None:
+        from . import run_folder
+
+        if getattr(self, "_run_prepared", False):
+            return
+        resuming = getattr(self, "_asked_resume", False) or getattr(self, "_resume_pending", False)
+        if not fitting and not resuming and run_folder.run_contents(self.run_dir):
+            return
+        self.run_id = run_folder.prepare(self.run_dir, resuming=resuming, overwrite=self.config.overwrite)
+        _write_text_atomic(self.run_dir / "config.yaml", self._run_config_text())
+        _write_text_atomic(self.run_dir / "env.json", json.dumps(environment_info(), indent=2))
+        self._run_prepared = True
+        if self.recipe is not None:  # prepared after setup (a fit after evaluate): loggers see the new files
+            self.recipe.state.extra["run_id"] = self.run_id
+            self._close_loggers()
+            self._open_loggers()
+
+    def _release_run_folder(self) -> None:
+        lock = getattr(self, "_run_lock", None)
+        if lock is not None:
+            lock.release()
 
     def _checkpoint_state(self) -> dict[str, Any]:
         self._guard.assert_finite_weights(self.model)
@@ -884,7 +1066,10 @@ class Trainer:
         from .metrics import MetricsManager
 
         output = outputs.get("output")
-        num_classes = int(output.shape[-1]) if isinstance(output, torch.Tensor) and output.dim() >= 2 else None
+        num_classes = None
+        if isinstance(output, torch.Tensor) and output.dim() >= 2:  # (N, C) scores or (N, C, H, W) maps
+            num_classes = int(output.shape[1] if output.dim() == 4 else output.shape[-1])
+        self._check_class_names(num_classes)
         manager = MetricsManager(_metric_specs(self.config.metrics), num_classes=num_classes)
         return manager.to(self.runtime.device)
 
@@ -903,6 +1088,17 @@ class Trainer:
             return
         with self.ema.swap(self.model):
             yield
+
+    def _open_loggers(self) -> None:
+        from .loggers import JsonlLogger, TensorBoardLogger
+
+        main = self.runtime.is_main  # only rank 0 writes files
+        self.loggers = [JsonlLogger(self.run_dir / "metrics.jsonl", enabled=main)]  # always: the report reads it
+        tensorboard_dir = self.config.tensorboard_dir(self.run_dir)  # <run>/tensorboard, or tensorboard.log_dir
+        if tensorboard_dir is not None:
+            self.loggers.append(TensorBoardLogger(tensorboard_dir, enabled=main))
+        # a Logger passed in callbacks (MLflowLogger, VisdomLogger, your own) gets the same calls
+        self.loggers += [c for c in self.callbacks if _is_logger(c) and not any(c is x for x in self.loggers)]
 
     def _close_loggers(self) -> None:
         for logger in self.loggers:
@@ -943,6 +1139,7 @@ class Trainer:
         set_rng_state(state["rng"])
         if self.class_names is None:
             self.class_names = state.get("data", {}).get("class_names")
+            self._class_names_source = "the resumed checkpoint"
         if self.config.load_checkpoint is not None:
             warnings.warn(
                 "config.load_checkpoint was not applied: a resumed run continues from its checkpoint's weights "
@@ -989,6 +1186,7 @@ class Trainer:
                 lines = "".join(f"\n    {line}" for line in diff.describe().splitlines())
                 problems.append(f"the model differs from the saved run's:{lines}")
         problems += self._callback_mismatches(recipe.get("callbacks", {}), state.get("config", {})) if strict else []
+        problems += optimizer_mismatch(self.config, self._optimizer_cb.optimizer, state)
         if problems:
             raise ResumeMismatchError(
                 "cannot resume:\n- " + "\n- ".join(problems) + "\nResume with the saved run's "
@@ -1024,14 +1222,17 @@ class Trainer:
         return problems
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write a full checkpoint folder at ``path`` (atomic, verified; see ``trainforge.checkpoint``).
+        """Write a full checkpoint folder at ``path`` (atomic, verified; see ``trainforge.checkpoint``),
+        creating missing parent folders. An existing ``path`` is replaced only when it is a trainforge
+        checkpoint (or an empty folder); anything else is refused with ``CheckpointError`` naming it.
         Refuses (``NonFiniteLossError``) to save non-finite weights."""
         from .checkpoint import save_checkpoint
 
         self.setup()
         self._guard.assert_finite_weights(self.model)
         state = self.state_dict()
-        return save_checkpoint(Path(path), state, metadata={"global_step": self.global_step, "epoch": self.epoch})
+        metadata = {"global_step": self.global_step, "epoch": self.epoch, "run_id": getattr(self, "run_id", None)}
+        return save_checkpoint(Path(path).expanduser(), state, metadata=metadata)
 
     def load(self, path: str | os.PathLike[str]) -> None:
         """Load a checkpoint folder written by ``save`` or by ``ModelCheckpoint`` (verified, code-free)."""
@@ -1049,8 +1250,11 @@ class Trainer:
             raise ConfigError(f"resume_from={str(path)!r} does not exist")
         candidate = path
         if not (path / "MANIFEST.json").exists():
+            from .run_folder import read_run_id
+
             search = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-            candidate = find_resume_checkpoint(search)
+            run_id = read_run_id(path) if search != path else None  # a run folder: only its own run's
+            candidate = find_resume_checkpoint(search, run_id=run_id)
             if candidate is None:
                 raise ConfigError(f"resume_from={str(path)!r}: no intact checkpoint found in {search}")
         read_manifest(candidate)
@@ -1089,11 +1293,50 @@ class Trainer:
             "dataset_hash": self._data_fingerprint()["dataset_hash"],
             "ema": self.ema is not None,
         }
+        path = Path(path).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)  # like save(): missing parent folders are created
         with self._ema_weights():
             self._guard.assert_finite_weights(self.model)
             return export_safetensors(self.model, path, metadata)
 
 CHECKPOINT_FORMAT = 1
+
+
+def _class_names(
+    given: Sequence[str] | None, train_data: Any, valid_data: Any
+) -> tuple[list[str] | None, str | None]:
+    """The run's class names and where they came from: the ``class_names`` argument, else the ``classes``
+    attribute of the training (or first validation) data set, of a DataLoader's data set or of a
+    ``Subset``'s base data set."""
+    if given is not None:
+        if isinstance(given, (str, bytes)) or not isinstance(given, Sequence):
+            raise ConfigError(f"class_names must be a list of strings, got {type(given).__name__} {given!r}")
+        names = list(given)
+        bad = [(i, n) for i, n in enumerate(names) if not isinstance(n, str)]
+        if bad:
+            raise ConfigError(f"class_names[{bad[0][0]}] is {bad[0][1]!r}; every class name must be a string")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ConfigError(f"class_names repeats {repeated}; each class needs its own name")
+        return names, "the class_names argument"
+    first_valid = next(iter(valid_data.values()), None) if isinstance(valid_data, Mapping) else valid_data
+    for data, which in ((train_data, "training"), (first_valid, "validation")):
+        for _ in range(8):  # DataLoader -> Subset -> ... -> the data set
+            if data is None:
+                break
+            classes = getattr(data, "classes", None)
+            if isinstance(classes, (list, tuple)) and classes:
+                return [str(c) for c in classes], f"the {which} data's classes attribute"
+            data = getattr(data, "dataset", None)
+    return None, None
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` (never writing through a link planted there); not fsynced: written every fit."""
+    from .checkpoint import atomic_file
+
+    with atomic_file(path, durable=False) as file:
+        file.write(text.encode("utf-8"))
 
 
 def _batch_size(batch: dict[str, Any]) -> int:

@@ -121,3 +121,22 @@ def resolve_trainer_args(args: tuple[Any, ...], given: dict[str, Any], seed_name
         if not sources.get(name, "").startswith("positional"):
             _check(name, values.get(name), None)
     return values
+
+
+OUR_NAMES: tuple[str, ...] = ("config", "train_data", "valid_data", "criterion", "optimizer", "scheduler")
+
+
+def as_keywords(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``Trainer(...)`` arguments after the model, all as our keywords (for Trainer subclasses such as the
+    tasks that need the config before calling ``Trainer.__init__``); other keywords pass through.
+
+    >>> from torch.utils.data import TensorDataset
+    >>> data = TensorDataset(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long))
+    >>> sorted(k for k, v in as_keywords((data, None, None, None, None, {"max_epochs": 1}), {"top_k": 3}).items()
+    ...        if v is not None)
+    ['config', 'top_k', 'train_data']
+    """
+    given = {name: kwargs.get(name) for name in OUR_NAMES}
+    seed_names = {k: v for k, v in kwargs.items() if k in SEED_KEYWORDS}
+    rest = {k: v for k, v in kwargs.items() if k not in OUR_NAMES and k not in SEED_KEYWORDS}
+    return {**resolve_trainer_args(args, given, seed_names), **rest}

@@ -8,6 +8,7 @@ import contextlib
 import math
 import os
 import warnings
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -180,22 +181,31 @@ class _NonFiniteGuard:
 
 @contextlib.contextmanager
 def _sigterm_flag(preemption: _Preemption) -> Iterator[None]:
-    """While training, SIGTERM only sets a flag; the loop stops cleanly at the next batch end."""
+    """While training, SIGTERM and SIGINT (Ctrl-C) only set a flag; the loop stops cleanly at the next
+    batch end. A second Ctrl-C raises ``KeyboardInterrupt`` at once (the user insists)."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: preemption.request())
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and preemption.signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        preemption.request(signum)
+
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 class _Preemption:
-    """On SIGTERM: finish the current step, write ``checkpoints/last``, exit with 143 (128 + SIGTERM).
+    """On SIGTERM or SIGINT: finish the current step, write ``checkpoints/last``, print the call that
+    resumes, exit with 128 + the signal number (143 for SIGTERM, 130 for SIGINT).
 
     Alone, the signal handler sets ``state.should_stop``, which the loop reads after every step anyway:
     nothing runs per step. Under torch.distributed every rank must stop at the same step, so the flag
@@ -204,17 +214,21 @@ class _Preemption:
     """
 
     def __init__(self, trainer: Trainer) -> None:
-        self.trainer = trainer
+        self.trainer = weakref.proxy(trainer)  # the trainer holds this callback: no cycle back
         self.requested = False  # a signal arrived (on this rank)
+        self.signum: int | None = None
         self.stopping = False  # the loop was told to stop for it (agreed by every rank)
         self.distributed = trainer.runtime.distributed
         self.every = trainer.config.log_every_n_steps
         if not self.distributed:
             self.on_batch_end = None
 
-    def request(self) -> None:
+    def request(self, signum: int | None = None) -> None:
         """The signal handler: only sets flags (the loop stops cleanly after the current step)."""
+        import signal
+
         self.requested = True
+        self.signum = signal.SIGTERM if signum is None else signum
         if not self.distributed:
             self.stopping = True
             self.trainer.recipe.state.should_stop = True
@@ -228,14 +242,50 @@ class _Preemption:
             self.stopping = state.should_stop = True
 
     def finish(self, state: State) -> None:
-        """After the loop: when it stopped for SIGTERM before its last epoch, checkpoint and exit 143."""
+        """After the loop: when it stopped for a signal before its last epoch, write ``last``, print how
+        to resume and exit with 128 + the signal number."""
+        import signal
+
         if not self.stopping or state.epoch >= state.max_epochs:
             return
-        checkpoint = getattr(self.trainer, "checkpoint_callback", None)
+        signum = self.signum or signal.SIGTERM  # a rank told by the others has no signal of its own
+        trainer = self.trainer
+        checkpoint = getattr(trainer, "checkpoint_callback", None)
         if checkpoint is not None:
-            checkpoint.write_last(state)
-        print(f"SIGTERM: stopped after step {state.global_step}; resume with fit(resume_from='auto')", flush=True)
-        raise SystemExit(143)
+            path = checkpoint.write_last(state)
+        else:  # checkpoints are off, but stopping must not lose the run: `last` alone
+            path = self._write_last(state)
+        # every rank says why it stops (a rank's log may be all the user reads)
+        where = f"wrote {path}" if path is not None else "rank 0 writes the checkpoint"
+        print(
+            f"{signal.Signals(signum).name}: stopped after step {state.global_step}; {where}. Resume with: "
+            f"trainer.fit(resume_from={str(trainer.run_dir)!r}) (a Trainer built like this one)"
+            f"{_cli_resume_command(trainer.run_dir)}",
+            flush=True,
+        )
+        raise SystemExit(128 + signum)
+
+    def _write_last(self, state: State) -> Any:
+        from .checkpoint import save_checkpoint
+
+        if not self.trainer.runtime.is_main:
+            return None
+        metadata = {"global_step": state.global_step, "epoch": state.progress()["epoch"],
+                    "run_id": state.extra.get("run_id")}  # fmt: skip
+        payload = state.extra.get("save_state", self.trainer.state_dict)()
+        return save_checkpoint(self.trainer.run_dir / "checkpoints" / "last", payload, metadata)
+
+
+def _cli_resume_command(run_dir: Any) -> str:
+    """``; or: trainforge train ... resume_path=<run>`` when this process is ``trainforge train``."""
+    import shlex
+    import sys
+
+    argv = sys.argv
+    if not (argv and os.path.basename(argv[0]) == "trainforge" and "train" in argv[1:2]):
+        return ""
+    args = [a for a in argv[1:] if not a.startswith("resume_path=")]
+    return f"; or run: {shlex.join(['trainforge', *args, f'resume_path={run_dir}'])}"
 
 
 class _FaultInjection:
@@ -253,6 +303,8 @@ class _FaultInjection:
             os.kill(os.getpid(), signal.SIGKILL)
         if self.kind == "sigterm_after_step" and state.global_step == self.at:
             os.kill(os.getpid(), signal.SIGTERM)
+        if self.kind == "sigint_after_step" and state.global_step == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
 
     def on_epoch_end(self, state: State) -> None:
         import signal
@@ -266,18 +318,43 @@ class _LogWriter:
     in ``callbacks``): training values every ``log_every_n_steps`` (the host sync happens here, at that
     cadence) and at epoch end, each evaluation's values at its end; a grid of training inputs (the batch
     at the first logging point), and each evaluation's non-scalar metrics as figures (confusion
-    matrices, per-class bars, curves)."""
+    matrices, per-class bars, curves), titled with the weights evaluated.
+
+    The learning rate goes to TensorBoard at every optimizer step, so a warm-up is visible whatever the
+    logging cadence: it is a host float already (no sync), kept in a list per step and written at the
+    cadence with the steps it belongs to."""
 
     def __init__(self, trainer: Trainer) -> None:
-        self.trainer = trainer
+        self.trainer = weakref.proxy(trainer)  # the trainer holds this callback: no cycle back
         self.every = trainer.config.log_every_n_steps
         self.images_logged = False
+        self._lr_steps: list[tuple[int, float]] = []
+        self._lr_loggers: list[Any] | None = None  # decided at the first step: the loggers are built by then
+
+    def _flush_lr(self) -> None:
+        pending, self._lr_steps = self._lr_steps, []
+        for logger in self._lr_loggers or ():
+            for step, lr in pending:
+                logger.log_metrics({"lr": lr}, step=step, phase="train")
+
+    def _record_lr(self, state: State) -> None:
+        if self._lr_loggers is None:
+            from .loggers import TensorBoardLogger
+
+            self._lr_loggers = [x for x in self.trainer.loggers if isinstance(x, TensorBoardLogger)]
+        lr = state.metrics.get("lr")
+        if self._lr_loggers and lr is not None:
+            self._lr_steps.append((state.global_step, lr))
 
     def _log(self, state: State, names: Iterable[str], phase: str) -> None:
         metrics = {k: state.metrics[k] for k in names if k in state.metrics}
         if metrics:
+            per_step = self._lr_loggers or ()
+            without_lr = {k: v for k, v in metrics.items() if k != "lr"} if per_step and "lr" in metrics else metrics
             for logger in self.trainer.loggers:
-                logger.log_metrics(metrics, step=state.global_step, phase=phase, epoch=state.epoch)
+                shown = without_lr if any(logger is x for x in per_step) else metrics  # lr: written per step
+                if shown:
+                    logger.log_metrics(shown, step=state.global_step, phase=phase, epoch=state.epoch)
 
     def _log_images(self, state: State) -> None:
         """A grid of up to 16 training inputs, once per run, at the first logging point (not per step)."""
@@ -292,9 +369,12 @@ class _LogWriter:
                 logger.log_images("inputs/train", (images - low) / (high - low).clamp_min(1e-8), state.global_step)
 
     def on_batch_end(self, state: State) -> None:
+        if self._lr_loggers is None or self._lr_loggers:
+            self._record_lr(state)
         if state.global_step % self.every == 0:
             if not self.images_logged:
                 self._log_images(state)
+            self._flush_lr()
             self._log(state, [k for k in state.metrics if not _is_eval_name(k)], "train")
 
     def on_eval_end(self, state: State) -> None:
@@ -302,18 +382,25 @@ class _LogWriter:
         self._log(state, [k for k in state.metrics if k in results], PHASE_PREFIX[self.trainer._eval_phase])
         if not (self.trainer.runtime.is_main and self.trainer.loggers):
             return
-        from .report.plots import metric_figure
+        from .report.plots import figures_collected, metric_figure
 
-        for name, value in state.extra.get("non_scalar_metrics", {}).items():
-            figure = metric_figure(name, value, self.trainer.class_names)  # drawn once per evaluation
-            if figure is not None:
-                for logger in self.trainer.loggers:
-                    logger.log_figure(name, figure, state.global_step)
+        weights = "EMA weights" if self.trainer.ema is not None else "current weights"
+        with figures_collected():
+            for name, value in state.extra.get("non_scalar_metrics", {}).items():
+                title = f"{name} · {weights}, step {state.global_step}"
+                figure = metric_figure(name, value, self.trainer.class_names, title=title)  # once per evaluation
+                if figure is not None:
+                    for logger in self.trainer.loggers:
+                        logger.log_figure(name, figure, state.global_step)
 
     def on_epoch_end(self, state: State) -> None:
         if not self.images_logged:
             self._log_images(state)
+        self._flush_lr()
         self._log(state, [k for k in state.metrics if not _is_eval_name(k)], "train")
+
+    def on_fit_end(self, state: State) -> None:
+        self._flush_lr()
 
 
 def _is_logger(obj: Any) -> bool:
@@ -333,7 +420,7 @@ class _EvalBatchEvents:
     """On the eval recipe: fires ``eval_batch_start``/``eval_batch_end`` on the trainer's callbacks."""
 
     def __init__(self, trainer: Trainer) -> None:
-        self.trainer = trainer
+        self.trainer = weakref.proxy(trainer)  # the trainer holds this callback: no cycle back
 
     def on_batch_start(self, state: State) -> None:
         self.trainer.recipe.callbacks.fire("eval_batch_start", state)
@@ -349,7 +436,7 @@ class _TrainMetrics:
     in checkpoints so a resumed epoch counts the same samples."""
 
     def __init__(self, trainer: Trainer) -> None:
-        self.trainer = trainer
+        self.trainer = weakref.proxy(trainer)  # the trainer holds this callback: no cycle back
         self.every = trainer.config.log_every_n_steps
         if not trainer.config.metrics:
             self.on_batch_end = None  # no training metrics to compute at the cadence
@@ -396,7 +483,7 @@ class _Evaluation:
     """Runs ``trainer.evaluate()`` at each epoch end, or every ``eval_steps`` training steps."""
 
     def __init__(self, trainer: Trainer) -> None:
-        self.trainer = trainer
+        self.trainer = weakref.proxy(trainer)  # the trainer holds this callback: no cycle back
         cfg = trainer.config
         self.every = cfg.eval_steps if cfg.eval_strategy == "steps" else None
         if self.every is None:
@@ -415,7 +502,7 @@ class _TrainerStages:
     """Calls the trainer's ``on_epoch_end`` and ``on_checkpoint`` stages at their events."""
 
     def __init__(self, trainer: Trainer) -> None:
-        self.trainer = trainer
+        self.trainer = weakref.proxy(trainer)  # the trainer holds this callback: no cycle back
 
     def on_epoch_end(self, state: State) -> None:
         self.trainer.on_epoch_end(state)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import types
 import typing
@@ -43,6 +44,11 @@ class TrainingConfig:
     # -- run and output ----------------------------------------------------------------------------
     output_dir: str | None = _field(None, "run folder; None: runs/<experiment_name>/<timestamp>")
     experiment_name: str = _field("default", "name of the experiment, used in the default run folder")
+    overwrite: bool = _field(
+        False,
+        "start a fresh run in an output_dir that holds another run: its checkpoints, metrics, logs and report are "
+        "moved into <output_dir>/overwritten-<time>/ (nothing is deleted); False: such a run is refused",
+    )
     seed: int = _field(42, "seed of every random generator (python, numpy, torch, data order, augmentation)")
     deterministic: bool = _field(False, "torch.use_deterministic_algorithms(True) and cudnn deterministic")
     # -- data ----------------------------------------------------------------------------------
@@ -89,7 +95,11 @@ class TrainingConfig:
         True, "a live bar per epoch when print_steps is None (on a terminal; lines every log_every_n_steps otherwise)"
     )
     log_every_n_steps: int = _field(50, "write training metrics to the logs every this many steps")
-    tensorboard: bool = _field(True, "write TensorBoard event files into <run>/tensorboard")
+    tensorboard: bool | dict | None = _field(
+        True,
+        "write TensorBoard event files into <run>/tensorboard; {'log_dir': DIR} for another folder (relative: "
+        "inside the run folder); False or None: off",
+    )
     report: bool = _field(True, "write the HTML run report into <run>/report at the end of fit")
     checkpoint: dict | None = _field(
         {"monitor": None, "mode": "min", "save_top_k": 1, "save_last": True, "every_n_epochs": 1},
@@ -114,20 +124,36 @@ class TrainingConfig:
     def validate(self) -> None:
         """Check types, choices and ranges; raise ``ConfigError`` naming the key."""
         hints = typing.get_type_hints(type(self))
+        ours = _PRECISION_SPELLINGS.get(str(self.precision).lower())
+        if ours is not None and self.precision != ours:
+            raise ConfigError(f"precision={self.precision!r} is another framework's spelling; use {ours!r}")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             _check_type(f.name, value, hints[f.name])
             choices = f.metadata.get("choices")
             if choices and value not in choices:
                 raise ConfigError(f"{f.name}={value!r} is not allowed; expected one of {', '.join(choices)}")
-        for key in ("batch_size", "max_epochs", "accumulate_grad_batches", "log_every_n_steps"):
-            if getattr(self, key) < 1:
+        from .run_folder import check_component, check_name_template  # path rules live with the run folder
+
+        check_component("experiment_name", self.experiment_name)  # runs/<experiment_name>/...: one name
+        if isinstance(self.checkpoint, dict) and "filename" in self.checkpoint:
+            from .config_check import check_filename_template
+
+            check_filename_template(self.checkpoint["filename"])  # placeholders first, with the close match
+            check_name_template("checkpoint.filename", self.checkpoint["filename"])
+        for key in ("batch_size", "max_epochs", "accumulate_grad_batches", "log_every_n_steps", "eval_batch_size",
+                    "eval_steps", "print_steps", "image_size"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
         for key in ("num_workers", "warmup_steps"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"lr must be a positive finite number, got {self.lr}")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed must be in [0, 2**63), got {self.seed}")
+        if not (math.isfinite(self.data_timeout) and self.data_timeout >= 0):
+            raise ConfigError(f"data_timeout must be >= 0 seconds (0: no limit), got {self.data_timeout}")
+        if not (math.isfinite(self.lr) and self.lr >= 0):  # lr=0 is allowed, as torch allows it (a frozen probe)
+            raise ConfigError(f"lr must be a finite number >= 0, got {self.lr}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.eval_strategy == "steps" and not self.eval_steps:
@@ -140,6 +166,11 @@ class TrainingConfig:
             from .pretrained import check_load_checkpoint_options  # late: keeps this module free of torch
 
             check_load_checkpoint_options(self.load_checkpoint)
+        _check_tensorboard(self.tensorboard)
+        if self.checkpoint is not None or self.early_stopping is not None:
+            from .config_check import check_callback_options  # late: keeps this module free of torch
+
+            check_callback_options(self)
         if self.load_best_model_at_end and not (self.checkpoint or {}).get("monitor"):
             raise ConfigError(
                 "load_best_model_at_end needs checkpoint.monitor, e.g. checkpoint={'monitor': 'valid/loss'}"
@@ -148,16 +179,49 @@ class TrainingConfig:
     # -- dict / YAML -----------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "TrainingConfig") -> TrainingConfig:
-        """Build from a mapping; unknown keys raise with close-match suggestions."""
+        """Build from a mapping; unknown keys raise with close-match suggestions and, for the names other
+        frameworks use (``epoch_num``, ``num_epochs``, ``learning_rate``...), our spelling. Towhee's
+        sectioned YAML layout (``train:``, ``learning:``, ``callback:``...) is read too; every key it has that
+        we do not is named in one error."""
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: expected a mapping of settings, got {type(values).__name__}")
         names = [f.name for f in dataclasses.fields(cls)]
-        for key in values:
-            if key not in names:
-                close = difflib.get_close_matches(str(key), names, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(names)}"
-                raise ConfigError(f"{source} has no key {key!r}{hint}")
-        return cls(**values)
+        layout, flat = _towhee_layout(values, names)
+        if layout is not None:
+            _check_towhee_keys(cls, flat, names, source, layout)
+            values = {key.rsplit(".", 1)[-1]: value for key, value in flat.items()}
+        unknown = [key for key in values if key not in names]
+        if unknown:
+            raise ConfigError(_unknown_keys_message(unknown, names, source))
+        try:
+            return cls(**values)
+        except ConfigError as error:
+            if source == cls.__name__:
+                raise
+            raise ConfigError(f"{source}: {error}") from None  # name the file the bad value came from
+
+    @classmethod
+    def load_from_yaml(cls, path: str | Path) -> TrainingConfig:
+        """Towhee's name for ``from_yaml``: reads our flat layout and Towhee's sectioned one."""
+        return cls.from_yaml(path)
+
+    def save_to_yaml(self, path: str | Path) -> None:
+        """Towhee's name for ``save_yaml``."""
+        self.save_yaml(path)
+
+    def tensorboard_dir(self, run_dir: str | Path) -> Path | None:
+        """The TensorBoard folder of a run in ``run_dir``, or None when TensorBoard is off.
+
+        >>> TrainingConfig(tensorboard={"log_dir": "tb"}).tensorboard_dir("runs/a")
+        PosixPath('runs/a/tb')
+        >>> TrainingConfig().tensorboard_dir("runs/a"), TrainingConfig(tensorboard=None).tensorboard_dir("runs/a")
+        (PosixPath('runs/a/tensorboard'), None)
+        """
+        value = self.tensorboard
+        if value is None or value is False:
+            return None
+        log_dir = value.get("log_dir") if isinstance(value, dict) else None
+        return Path(run_dir) / (log_dir if log_dir is not None else "tensorboard")  # an absolute log_dir wins
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -198,6 +262,184 @@ class TrainingConfig:
         return "\n".join(lines)
 
 
+#: Keys other frameworks' users write, with ours: key -> (our key or None, whose name it is, how to say it).
+FOREIGN_KEYS: dict[str, tuple[str | None, str, str | None]] = {
+    "epoch_num": ("max_epochs", "Towhee's", None),
+    "val_batch_size": ("eval_batch_size", "Towhee's", None),
+    "per_gpu_train_batch_size": ("batch_size", "Towhee's", None),
+    "per_gpu_eval_batch_size": ("eval_batch_size", "Towhee's", None),
+    "dataloader_drop_last": ("drop_last", "Towhee's", None),
+    "dataloader_num_workers": ("num_workers", "Towhee's", None),
+    "dataloader_pin_memory": ("pin_memory", "Towhee's", None),
+    "gradient_accumulation_num": ("accumulate_grad_batches", "Towhee's", None),
+    "device_str": ("device", "Towhee's", None),
+    "n_gpu": ("device", "Towhee's", "use device='cuda' (every GPU), 'cuda:N' (one) or 'cpu'"),
+    "freeze_bn": ("freeze_batchnorm", "Towhee's", None),
+    "metric": ("metrics", "Towhee's", "use 'metrics', a list: metrics=['Accuracy']"),
+    "lr_scheduler_type": ("scheduler", "Towhee's", None),
+    "model_checkpoint": ("checkpoint", "Towhee's", None),
+    "max_norm_grad": ("gradient_clip_val", "Towhee's", None),
+    "overwrite_output_dir": ("overwrite", "Towhee's", None),
+    "logging_dir": ("tensorboard", "Towhee's", "use tensorboard={'log_dir': DIR}"),
+    "logging_steps": ("log_every_n_steps", "Towhee's and Hugging Face's", None),
+    "resume_from_checkpoint": (None, "Towhee's and Hugging Face's", "pass resume_from=PATH to Trainer.fit"),
+    "use_adafactor": ("optimizer", "Towhee's", "use optimizer='adafactor'"),
+    "adam_beta1": ("optimizer_params", "Towhee's and Hugging Face's", "use optimizer_params={'betas': [b1, b2]}"),
+    "adam_beta2": ("optimizer_params", "Towhee's and Hugging Face's", "use optimizer_params={'betas': [b1, b2]}"),
+    "adam_epsilon": ("optimizer_params", "Towhee's and Hugging Face's", "use optimizer_params={'eps': ...}"),
+    "call_back_list": (None, "Towhee's", "pass callbacks=[...] to Trainer"),
+    "logging_strategy": ("log_every_n_steps", "Towhee's and Hugging Face's",
+                         "metrics are logged every log_every_n_steps steps and at each epoch end"),
+    "saving_strategy": ("checkpoint", "Towhee's", "use checkpoint={'every_n_epochs': N} or {'every_n_steps': N}"),
+    "saving_steps": ("checkpoint", "Towhee's", "use checkpoint={'every_n_steps': N}"),
+    "saving_total_limit": ("checkpoint", "Towhee's", "use checkpoint={'save_top_k': N}"),
+    "greater_is_better": ("checkpoint", "Towhee's", "use checkpoint={'mode': 'max'}"),
+    "report_to": (None, "Towhee's and Hugging Face's", "pass loggers in callbacks=[...] (TensorBoard is on)"),
+    "disable_tqdm": ("progress_bar", "Towhee's", "use progress_bar=False"),
+    "no_cuda": ("device", "Towhee's", "use device='cpu'"),
+    "num_epochs": ("max_epochs", "Kornia's", None),
+    "output_path": ("output_dir", "Kornia's", None),
+    "seed_params": ("seed", "TorchOk's", "use seed=N (DataLoader workers are always seeded from it)"),
+    "max_steps": ("max_epochs", "Lightning's and Towhee's", "trainforge trains whole epochs: use 'max_epochs'"),
+    "val_check_interval": ("eval_steps", "Lightning's", "use eval_strategy='steps' with eval_steps=N"),
+    "check_val_every_n_epoch": ("eval_strategy", "Lightning's", "use eval_strategy='epoch' or 'steps' with eval_steps"),
+    "gpus": ("device", "Lightning's", "use device='cuda' (every GPU), 'cuda:N' (one) or 'cpu'"),
+    "devices": ("device", "Lightning's", "use device='cuda' (every GPU), 'cuda:N' (one) or 'cpu'"),
+    "accelerator": ("device", "Lightning's", "use device='cuda', 'cuda:N' or 'cpu'"),
+    "enable_progress_bar": ("progress_bar", "Lightning's", None),
+    "enable_checkpointing": ("checkpoint", "Lightning's", "checkpoint=None turns checkpoints off"),
+    "default_root_dir": ("output_dir", "Lightning's", None),
+    "learning_rate": ("lr", "Lightning's and Hugging Face's", None),
+    "num_train_epochs": ("max_epochs", "Hugging Face's", None),
+    "gradient_accumulation_steps": ("accumulate_grad_batches", "Hugging Face's", None),
+    "per_device_train_batch_size": ("batch_size", "Hugging Face's", None),
+    "per_device_eval_batch_size": ("eval_batch_size", "Hugging Face's", None),
+    "evaluation_strategy": ("eval_strategy", "Hugging Face's", None),
+    "max_grad_norm": ("gradient_clip_val", "Hugging Face's", None),
+    "fp16": ("precision", "Hugging Face's", "use precision='16-mixed'"),
+    "bf16": ("precision", "Hugging Face's", "use precision='bf16-mixed'"),
+    "amp": ("precision", "timm's", "use precision='16-mixed' or 'bf16-mixed'"),
+    "epochs": ("max_epochs", "Keras's and timm's", None),
+    "sched": ("scheduler", "timm's", None),
+    "lr_scheduler": ("scheduler", "Lightning's", None),
+    "workers": ("num_workers", "timm's", None),
+    "warmup_epochs": ("warmup_steps", "timm's", "use warmup_steps (optimizer steps) or warmup_ratio"),
+}
+
+#: Lightning's and timm's precision spellings, with ours.
+_PRECISION_SPELLINGS = {"16": "16-mixed", "fp16": "16-mixed", "16-true": "16-mixed", "amp": "16-mixed",
+                        "bf16": "bf16-mixed", "bf16-true": "bf16-mixed", "32-true": "32", "fp32": "32", "32": "32"}
+
+#: Towhee's YAML sections (``TrainingConfig.save_to_yaml`` writes its settings under these).
+TOWHEE_SECTIONS = ("train", "learning", "callback", "device", "logging", "metrics")
+
+
+def _key_hint(key: Any, names: list[str]) -> str:
+    """What to say after "has no key K": the framework it comes from and our spelling, or a close match."""
+    entry = FOREIGN_KEYS.get(str(key))
+    if entry is not None:
+        ours, whose, how = entry
+        if how is None and ours not in names:
+            how = "trainforge has no such setting"
+        return f" ({whose} name); {how or f'use {ours!r}'}"
+    close = difflib.get_close_matches(str(key), names, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _unknown_keys_message(keys: list[Any], names: list[str], source: str) -> str:
+    if len(keys) == 1:
+        hint = _key_hint(keys[0], names) or f"; valid keys: {', '.join(names)}"
+        return f"{source} has no key {keys[0]!r}{hint}"
+    lines = [f"- {key!r}{_key_hint(key, names) or ': no such setting'}" for key in keys]
+    return f"{source} has no keys {', '.join(repr(k) for k in keys)}:\n" + "\n".join(lines) + (
+        "\n(trainforge config defaults lists every setting)"
+    )
+
+
+def _checked_init(init: Any) -> Any:
+    """The dataclass ``__init__`` with the unknown-key help of ``from_dict`` first, instead of Python's bare
+    ``TypeError: unexpected keyword argument``."""
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        names = [f.name for f in dataclasses.fields(self)]
+        unknown = [key for key in kwargs if key not in names]
+        if unknown:
+            raise ConfigError(_unknown_keys_message(unknown, names, type(self).__name__))
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+TrainingConfig.__init__ = _checked_init(TrainingConfig.__init__)  # type: ignore[method-assign]
+
+
+def _towhee_layout(values: dict[str, Any], names: list[str]) -> tuple[str | None, dict[str, Any]]:
+    """``(layout, {"section.key": value})`` when ``values`` is Towhee's sectioned layout: "sections" (keys
+    under section names) or "old" (keys under ``section.args``); ``(None, {})`` for our flat layout."""
+    if not values or not all(k in TOWHEE_SECTIONS and isinstance(v, (dict, type(None))) for k, v in values.items()):
+        return None, {}
+    if all(k in names for k in values) and not any(isinstance(v, dict) and "args" in v for v in values.values()):
+        return None, {}  # e.g. {"device": None, "metrics": None}: our own keys
+    old = any(isinstance(v, dict) and set(v) == {"args"} for v in values.values())
+    flat: dict[str, Any] = {}
+    for section, content in values.items():
+        if old and isinstance(content, dict) and set(content) == {"args"}:
+            section, content = f"{section}.args", content["args"]
+        for key, value in (content or {}).items():
+            flat[f"{section}.{key}"] = value
+    return ("old" if old else "sections"), flat
+
+
+def _check_towhee_keys(cls: type, flat: dict[str, Any], names: list[str], source: str, layout: str) -> None:
+    """One error naming every key of a Towhee layout that we do not have (with our spelling) and every
+    known key with a value of the wrong type; the old ``section.args`` layout is always an error."""
+    hints = typing.get_type_hints(cls)
+    problems = []
+    for path, value in flat.items():
+        key = path.rsplit(".", 1)[-1]
+        if key not in names:
+            problems.append(f"- {path}{_key_hint(key, names) or ': trainforge has no such setting'}")
+            continue
+        try:
+            _check_type(key, value, hints[key])
+            if key == "tensorboard":
+                _check_tensorboard(value)
+        except ConfigError as error:
+            named = " (write the name as a string and the arguments in <key>_params)" if (
+                isinstance(value, dict) and "name_" in value) else ""
+            problems.append(f"- {path}: {error}{named}")
+    if layout == "old":
+        problems.insert(0, "- this is Towhee's old layout (settings under '<section>.args'); trainforge reads "
+                           "one flat mapping of its own setting names")
+    if problems:
+        raise ConfigError(
+            f"{source} is a Towhee config; fix these keys (trainforge config defaults lists every setting):\n"
+            + "\n".join(problems)
+        )
+
+
+def _check_tensorboard(value: Any) -> None:
+    if not isinstance(value, dict):
+        return
+    unknown = sorted(set(value) - {"log_dir"})
+    if unknown:
+        raise ConfigError(
+            f"tensorboard has no key(s) {unknown}; accepted: log_dir (e.g. tensorboard={{'log_dir': 'tb'}})"
+        )
+    log_dir = value.get("log_dir")
+    if log_dir is None:
+        return
+    if not isinstance(log_dir, str) or not log_dir.strip():
+        raise ConfigError(f"tensorboard.log_dir={log_dir!r}: expected a folder path (a non-empty string) or None")
+    path = Path(log_dir)
+    if not path.is_absolute() and ".." in path.parts:
+        raise ConfigError(
+            f"tensorboard.log_dir={log_dir!r} leaves the run folder: a relative log_dir stays inside it; "
+            "give an absolute path to write elsewhere"
+        )
+
+
 def _check_type(name: str, value: Any, hint: Any) -> None:
     allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     for kind in allowed:
@@ -213,4 +455,5 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
         if isinstance(value, kind):
             return
     expected = " or ".join("None" if k is type(None) else getattr(k, "__name__", str(k)) for k in allowed)
-    raise ConfigError(f"{name}={value!r} has type {type(value).__name__}; expected {expected}")
+    hint = " (YAML writes None as null or ~)" if value in ("None", "none") and type(None) in allowed else ""
+    raise ConfigError(f"{name}={value!r} has type {type(value).__name__}; expected {expected}{hint}")

@@ -17,6 +17,12 @@ from .errors import ConfigError
 MAX_NODES = 100_000
 #: Bytes a YAML file may hold (a config is kilobytes; this refuses a data file given by mistake).
 MAX_BYTES = 16 * 1024 * 1024
+#: Nesting levels of ``[...]``/``{...}`` a document may have: PyYAML's scanner is quadratic in them
+#: (3000 levels take seconds), and no config needs more than a handful.
+MAX_FLOW_DEPTH = 64
+
+# a bracket, or a quoted string or comment whose brackets do not count
+_FLOW_TOKENS = re.compile(r"""[\[\]{}]|'(?:[^']|'')*'|"(?:[^"\\]|\\.)*"|(?:^|(?<=\s))\#[^\n]*""", re.M)
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
@@ -133,6 +139,7 @@ def load_yaml_text(text: str | bytes, source: str = "<string>", *, max_nodes: in
         text = _decode(text, source)
     elif "\x00" in text:
         raise ConfigError(f"{source} holds NUL characters: a binary file, not YAML text")
+    _check_flow_depth(text, source)
     loader = _Loader(text)
     loader.source = source
     try:
@@ -185,6 +192,24 @@ def _decode(data: bytes, source: str) -> str:
             f"{source}:{line}: not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}); "
             "save the file as UTF-8"
         ) from None
+
+
+def _check_flow_depth(text: str, source: str) -> None:
+    if text.count("[") + text.count("{") <= MAX_FLOW_DEPTH:  # the common case: nothing to scan
+        return
+    depth = 0
+    for match in _FLOW_TOKENS.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            if depth > MAX_FLOW_DEPTH:
+                line = text.count("\n", 0, match.start()) + 1
+                raise ConfigError(
+                    f"{source}:{line}: nested more than {MAX_FLOW_DEPTH} levels deep in [...] or {{...}}; "
+                    "too deep to be a config"
+                )
+        elif token in "]}":
+            depth = max(0, depth - 1)
 
 
 def _check_size(root: yaml.Node, source: str, max_nodes: int) -> None:

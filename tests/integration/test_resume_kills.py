@@ -126,3 +126,33 @@ def test_b27_sigterm_checkpoints_exits_143_and_resumes_bitwise(tmp_path, referen
     assert manifest["metadata"]["global_step"] == 13  # a fresh checkpoint, not the one of step 10
     result = killed_then_resumed(run_dir, [])
     assert result["hash"] == final(references["w0"])["hash"]
+
+
+def test_ctrl_c_to_the_process_group_with_workers_checkpoints_exits_130_and_resumes_bitwise(tmp_path, references):
+    """Ctrl-C in a terminal sends SIGINT to the whole process group, DataLoader workers included: the
+    run finishes its step, writes ``last``, prints the call that resumes and exits 130; resuming
+    ends bit-identical to the uninterrupted run."""
+    import time
+
+    run_dir = tmp_path / "ctrl_c"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    env.pop("TRAINFORGE_FAULT", None)
+    command = [sys.executable, str(SCRIPT), str(run_dir), "--num-workers", "2"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        steps = run_dir / "steps.jsonl"
+        if steps.exists() and len(steps.read_text().splitlines()) >= 12:
+            break
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=240)
+    assert process.returncode == 130, err[-3000:]
+    stopped_at = json.loads((run_dir / "checkpoints" / "last" / "MANIFEST.json").read_text())["metadata"]
+    assert f"SIGINT: stopped after step {stopped_at['global_step']}; wrote {run_dir / 'checkpoints' / 'last'}" in out
+    assert f"resume_from={str(run_dir)!r}" in out and 12 <= stopped_at["global_step"] < 30
+    result = run(run_dir, None, workers=2)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert final(run_dir)["hash"] == final(references["w0"])["hash"]
+    assert step_log(run_dir) == step_log(references["w0"])

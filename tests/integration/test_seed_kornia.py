@@ -198,3 +198,16 @@ def test_early_stopping_contract_through_fit(digits, tmp_path):
     state = trainer.fit()
     assert state.epoch == 4 and early_stop.stopped_epoch == 3
     assert early_stop.best == 2.0 and early_stop.best_score == 2.0
+
+
+def test_image_classifier_trainer_takes_the_same_positional_order(digits, tmp_path):
+    from trainforge.tasks import ImageClassifierTrainer
+
+    model, train_dataloader, valid_daloader, criterion, optimizer, scheduler, config = make(digits, tmp_path, epochs=2)
+    trainer = ImageClassifierTrainer(model, train_dataloader, valid_daloader, criterion, optimizer, scheduler, config,
+                                     callbacks={"augmentations": nn.Identity()})
+    state = trainer.fit()
+    assert trainer.optimizer is optimizer and state.metrics["valid/accuracy"] > 0.85
+    assert "valid/accuracy_top5" in state.metrics  # the task's own metrics
+    ours = ImageClassifierTrainer(model, config, train_data=digits[0], valid_data=digits[1], top_k=3)
+    assert ours.config.max_epochs == 2 and ours.top_k == 3

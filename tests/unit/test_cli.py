@@ -14,6 +14,7 @@ from torch.utils.data import Subset
 
 from trainforge import Trainer, TrainingConfig
 from trainforge.cli import build_parser, main
+from trainforge.errors import ConfigError, RegistryError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -105,3 +106,44 @@ def test_demo_command_trains_and_prints_final_metrics(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "epoch 1/1 step 20" in out and "final metrics:" in out and "valid/accuracy=" in out
     assert (tmp_path / "demo" / "report" / "index.html").is_file()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("checkpoint: {monitr: valid/loss}\n", "checkpoint has no key 'monitr'; did you mean 'monitor'?"),
+        ("optimizer: Adamm\n", "unknown optimizer 'Adamm'. Close matches: adam"),
+        ("metrics: [Acuracy]\n", "unknown metric 'Acuracy'. Close matches: Accuracy"),
+        ("checkpoint: {monitor: valid/acuracy, mode: max}\n",
+         "checkpoint.monitor='valid/acuracy' is not a metric this run logs; did you mean 'valid/accuracy'?"),
+        ("early_stopping: {monitor: eval_epoch_metric, mode: max}\n",
+         "early_stopping.monitor='eval_epoch_metric' is not a metric this run logs (another framework's name); "
+         "use 'valid/accuracy'"),
+        ("checkpoint: {filename: 'ep{epoch}-{stepp}'}\n", "has a placeholder {stepp}; did you mean {step}?"),
+        ("epoch_num: 2\n", "has no key 'epoch_num' (Towhee's name); use 'max_epochs'"),
+    ],
+)
+def test_config_check_runs_the_validation_training_runs(tmp_path, capsys, monkeypatch, digits, text, expected):
+    monkeypatch.chdir(tmp_path)  # a Trainer without output_dir would write runs/ here
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    assert main(["config", "check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"trainforge config: error: {path}") and expected in err, err
+    with pytest.raises((ConfigError, RegistryError)) as error:  # the same file given to training
+        trainer = Trainer(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), TrainingConfig.from_yaml(path),
+                          train_data=digits[0], valid_data=digits[1])
+        trainer.setup()
+    assert expected in str(error.value) and str(error.value).split(f"{path}: ")[-1] in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_config_check_accepts_what_training_accepts(tmp_path, capsys):
+    path = tmp_path / "good.yaml"
+    path.write_text("lr: 1e-3\noptimizer: SGD\noptimizer_params: {momentum: 0.9}\nmetrics: [Accuracy, F1Score]\n"
+                    "checkpoint: {monitor: valid/f1_score, mode: max, filename: 'ep{epoch:02d}-{score:.3f}'}\n"
+                    "early_stopping: {monitor: valid/loss, patience: 2}\n")
+    assert main(["config", "check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{path}: valid\n") and "lr: 0.001\n" in out
+

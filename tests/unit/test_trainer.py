@@ -301,7 +301,7 @@ def test_config_yaml_round_trip_and_errors(tmp_path):
         TrainingConfig.from_yaml(path)
     with pytest.raises(ConfigError, match="precision='fp8'"):
         TrainingConfig(precision="fp8")
-    with pytest.raises(ConfigError, match="lr must be a positive"):
+    with pytest.raises(ConfigError, match="lr must be a finite number >= 0"):
         TrainingConfig(lr=float("nan"))
 
 
@@ -416,3 +416,59 @@ def test_huge_but_finite_gradients_are_not_called_non_finite(tmp_path, small):
                       train_data=small[0], criterion=scaled)
     state = trainer.fit()
     assert state.global_step == 4 and all(torch.isfinite(p).all() for p in model.parameters())
+
+
+# -- what a finished run leaves behind ---------------------------------------------------------------
+def test_a_finished_fit_with_every_default_on_leaves_few_objects_in_reference_cycles(tmp_path, small):
+    """A fit with metrics, checkpoints, TensorBoard and the report leaves < 1,000 objects that only a
+    full garbage collection frees (a pause for whatever runs next); the model is freed by refcount."""
+    import gc
+    import weakref
+
+    config = cfg(tmp_path, tensorboard=True, report=True, checkpoint={"save_last": True})
+    model = mlp()
+    gone = weakref.ref(model)
+    gc.collect()
+    Trainer(model, config, train_data=small[0], valid_data=small[1]).fit()
+    del model
+    assert gone() is None, "the trainer's objects are held in a reference cycle"
+    assert gc.collect() < 1000
+    assert (tmp_path / "run" / "report" / "index.html").is_file()
+
+
+def test_report_files_get_the_permissions_of_the_rest_of_the_run_folder(tmp_path, small):
+    import stat
+
+    Trainer(mlp(), cfg(tmp_path, report=True), train_data=small[0], valid_data=small[1]).fit()
+    run = tmp_path / "run"
+    expected = stat.S_IMODE((run / "metrics.jsonl").stat().st_mode)
+    modes = {p.relative_to(run).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in run.rglob("*") if p.is_file()}
+    assert "report/index.html" in modes and "report/confusion_matrix.png" in modes
+    assert {name: mode for name, mode in modes.items() if mode != expected} == {}
+
+
+def test_joint_loss_terms_are_logged_as_train_and_valid_loss_tags(tmp_path, small):
+    from trainforge.loggers.jsonl import read_metrics_jsonl
+    from trainforge.losses import JointLoss
+
+    smooth = {"name": "CrossEntropyLoss", "weight": 0.5, "params": {"label_smoothing": 0.1}, "tag": "smooth"}
+    joint = JointLoss([{"name": "CrossEntropyLoss", "weight": 1.0}, smooth])
+    trainer = Trainer(mlp(), cfg(tmp_path, log_every_n_steps=2, report=True), train_data=small[0],
+                      valid_data=small[1], criterion=joint)
+    state = trainer.fit()
+    metrics = state.metrics
+    # the epoch means are linear in the terms: the total is the weighted sum of the term means
+    total = metrics["train/loss/cross_entropy"] + 0.5 * metrics["train/loss/smooth"]
+    assert metrics["train/loss"] == pytest.approx(total, rel=1e-5)
+    x = torch.stack([small[1][i][0] for i in range(len(small[1]))])
+    y = torch.stack([small[1][i][1] for i in range(len(small[1]))])
+    with torch.no_grad():
+        logits = trainer.model.eval()(x)
+    assert metrics["valid/loss/cross_entropy"] == pytest.approx(nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
+    assert metrics["valid/loss/smooth"] == pytest.approx(
+        nn.functional.cross_entropy(logits, y, label_smoothing=0.1).item(), rel=1e-5)
+    records = read_metrics_jsonl(tmp_path / "run" / "metrics.jsonl")
+    logged = {name for record in records for name in record["metrics"]}
+    assert {"train/loss/cross_entropy", "train/loss/smooth", "valid/loss/cross_entropy", "valid/loss/smooth"} <= logged
+    assert any(r["step"] == 2 and "train/loss/smooth" in r["metrics"] for r in records)  # at the logging cadence
+    assert (tmp_path / "run" / "report" / "curve_loss_smooth.png").is_file()

@@ -95,8 +95,14 @@ def test_missing_folder_and_broken_files(tmp_path):
     broken = write(tmp_path, "lr: [0.1, 0.2\nmax_epochs: 2\n")
     with pytest.raises(ConfigError, match=r"run\.yaml:\d+: not valid YAML"):
         TrainingConfig.from_yaml(broken)
-    with pytest.raises(ConfigError, match="nested too deeply"):
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"<string>:1: nested more than 64 levels deep"):
         load_yaml_text("[" * 20_000)
+    with pytest.raises(ConfigError, match="nested too deeply"):  # block nesting: Python's recursion limit
+        load_yaml_text("".join(" " * i + "a:\n" for i in range(3000)))
+    assert time.perf_counter() - start < 2.0
+    brackets = "note: '" + "[" * 100 + "'  # [[[[ " + "{" * 80 + "\nsizes: [[1, 2], {a: [3]}]\n"
+    assert load_yaml_text(brackets)["sizes"] == [[1, 2], {"a": [3]}]  # brackets in strings and comments
 
 
 def test_python_tags_run_nothing(tmp_path):

@@ -31,9 +31,15 @@ class ModelCheckpoint:
       mid-epoch; resuming from such a checkpoint continues at the next batch).
     - ``save_top_k``: keep the best ``k`` by ``monitor`` (``mode`` min or max); with no monitor, the
       ``k`` most recent. ``-1`` keeps all, ``0`` keeps none but ``last``.
-    - ``save_last``: also keep ``dirpath/last``, rewritten at every save (the resume point).
+    - ``save_last``: also keep ``dirpath/last``, the newest checkpoint (the resume point): a folder of
+      hard links to the top-k folder just written, not a second copy of its bytes; pruning that folder
+      later leaves ``last`` intact.
     - ``filename``: a ``str.format`` template with ``epoch``, ``step`` and the monitored value as
-      ``score``.
+      ``score``; once formatted it must be one plain name (no ``/``, ``..``; ``ConfigError`` otherwise).
+    - ``dirpath`` may be left out when the callback is given to a ``Trainer``: it saves into the run
+      folder's ``checkpoints/`` (and replaces the checkpoint policy of ``config.checkpoint``).
+      ``filepath`` is Kornia's name for it: ``ModelCheckpoint(filepath="./outputs", monitor="top5")``.
+    - ``best_model_score`` is the monitored value as logged (not negated in ``mode="max"``).
 
     Only rank 0 writes; every rank meets at a barrier after the save. A prune happens only after the
     new checkpoint is committed. Fires the ``checkpoint`` event with ``state.extra["checkpoint_path"]``.
@@ -57,7 +63,7 @@ class ModelCheckpoint:
 
     def __init__(
         self,
-        dirpath: str | Path,
+        dirpath: str | Path | None = None,
         filename: str = "epoch{epoch:03d}-step{step:06d}",
         monitor: str | None = None,
         mode: str = "min",
@@ -65,7 +71,16 @@ class ModelCheckpoint:
         save_last: bool = True,
         every_n_epochs: int | None = 1,
         every_n_steps: int | None = None,
+        *,
+        filepath: str | Path | None = None,
     ) -> None:
+        if filepath is not None and dirpath is not None and Path(filepath) != Path(dirpath):
+            raise ConfigError(
+                f"ModelCheckpoint got dirpath={str(dirpath)!r} and filepath={str(filepath)!r}; filepath is "
+                "Kornia's name for dirpath (the folder to save into): pass one of them"
+            )
+        dirpath = dirpath if dirpath is not None else filepath
+        _check_filename(filename)
         if mode not in ("min", "max"):
             raise ConfigError(f"ModelCheckpoint mode={mode!r}; expected 'min' or 'max'")
         if save_top_k < -1:
@@ -73,7 +88,7 @@ class ModelCheckpoint:
         for key, value in (("every_n_epochs", every_n_epochs), ("every_n_steps", every_n_steps)):
             if value is not None and value < 1:
                 raise ConfigError(f"ModelCheckpoint {key} must be >= 1 or None, got {value}")
-        self.dirpath = Path(dirpath)
+        self.dirpath = Path(dirpath).expanduser() if dirpath is not None else None
         self.filename = filename
         self.monitor = monitor
         self.mode = mode
@@ -87,6 +102,11 @@ class ModelCheckpoint:
 
     # -- when ----------------------------------------------------------------------------------------
     def on_fit_start(self, state: State) -> None:
+        if self.dirpath is None:
+            raise ConfigError(
+                "ModelCheckpoint has no dirpath: pass ModelCheckpoint(dirpath=...) (Kornia: filepath=...), or "
+                "give it to a Trainer, which saves into the run folder's checkpoints/"
+            )
         if not self._cleaned and _is_main():
             from ..checkpoint import clean_stale
 
@@ -109,7 +129,10 @@ class ModelCheckpoint:
 
     @property
     def best_model_score(self) -> float | None:
-        return self.kept[0][0] if self.kept and self.monitor else None
+        if not (self.kept and self.monitor):
+            return None
+        score = self.kept[0][0]
+        return -score if self.mode == "max" else score  # kept negated in max mode so that lower is better
 
     def _score(self, state: State) -> float:
         if self.monitor is None:
@@ -161,15 +184,19 @@ class ModelCheckpoint:
 
     def _metadata(self, state: State, score: float | None) -> dict[str, Any]:
         value = None if self.monitor is None or score is None else (-score if self.mode == "max" else score)
-        return {"global_step": state.global_step, "epoch": state.progress()["epoch"], "monitor": self.monitor,
-                "score": value}
+        metadata = {"global_step": state.global_step, "epoch": state.progress()["epoch"], "monitor": self.monitor,
+                    "score": value}
+        run_id = state.extra.get("run_id")
+        if run_id is not None:
+            metadata["run_id"] = run_id  # resume picks only this run's checkpoints
+        return metadata
 
     def _write(self, state: State, score: float, keep: bool) -> Path | None:
-        from ..checkpoint import remove_checkpoint, save_checkpoint, write_latest
+        from ..checkpoint import link_checkpoint, remove_checkpoint, save_checkpoint, write_latest
 
         if not keep and not self.save_last:
             return None
-        name = self.filename.format(epoch=state.progress()["epoch"], step=state.global_step, score=-score)
+        name = _check_filename(self.filename, epoch=state.progress()["epoch"], step=state.global_step, score=-score)
         names = ([name] if keep else []) + (["last"] if self.save_last else [])
         # the bookkeeping is part of the saved state, so update it before taking the state
         dropped: list[str] = []
@@ -182,8 +209,9 @@ class ModelCheckpoint:
                 self.kept = self.kept[: self.save_top_k]
         payload, metadata = self._payload(state), self._metadata(state, score)
         try:
-            for folder in names:
-                save_checkpoint(self.dirpath / folder, payload, metadata=metadata)
+            save_checkpoint(self.dirpath / names[0], payload, metadata=metadata, update_latest=False)
+            if len(names) > 1:  # `last` names the same bytes: hard links, not a second copy
+                link_checkpoint(self.dirpath / names[0], self.dirpath / names[1], update_latest=False)
         except BaseException:
             self.kept = previous  # the failed save is not counted; older checkpoints stay listed
             raise
@@ -198,3 +226,11 @@ class ModelCheckpoint:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.kept = [(float(score), str(name)) for score, name in state["kept"]]
         self.last_saved_step = int(state["last_saved_step"])
+
+
+
+def _check_filename(template: str, epoch: int = 0, step: int = 0, score: float = 0.0) -> str:
+    from ..run_folder import check_name_template
+
+    return check_name_template("ModelCheckpoint filename (checkpoint.filename)", template, epoch=epoch, step=step,
+                               score=score)

@@ -93,7 +93,9 @@ class Optimizer:
         self.steps += 1
         if self.scheduler is not None and self.scheduler_interval == "step":
             self.scheduler.step()
-        state.metrics["lr"] = optimizer.param_groups[0]["lr"]
+        group = optimizer.param_groups[0]
+        if "lr" in group:  # a custom optimizer built with defaults={} has no lr to report
+            state.metrics["lr"] = group["lr"]
         state.extra["optimizer_steps"] = self.steps  # EMA and others update when this grows
 
     def _zero_grad(self) -> None:

@@ -54,6 +54,8 @@ class StdoutLogger:
             self._print(state, f"epoch {state.epoch + 1}/{state.max_epochs}")
 
     def _print(self, state: State, where: str) -> None:
-        # counters (a Counter's epoch/global_step copies) are already in ``where``
-        items = " ".join(f"{k}={format_value(v)}" for k, v in state.metrics.items() if k not in COUNTERS)
+        # counters (a Counter's epoch/global_step copies) are already in ``where``; tensors of many values
+        # (a confusion matrix, an image grid) are for the other loggers, not a line of text
+        items = " ".join(f"{k}={format_value(v)}" for k, v in state.metrics.items()
+                         if k not in COUNTERS and not (isinstance(v, torch.Tensor) and v.numel() != 1))
         print(f"{self.prefix}{where} | {items}", file=self.stream or sys.stdout, flush=True)

@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -78,16 +79,20 @@ def check_experiment(cfg: ExperimentConfig, mode: str | None = None, notes: list
     _check_task(cfg)
     for phase in ("TRAIN", "VALID", "TEST", "PREDICT"):
         for i, pair in enumerate(getattr(cfg.data, phase) or []):
-            _check_data_pair(pair, f"data.{phase}[{i}]")
+            _check_data_pair(pair, f"data.{phase}[{i}]", notes)
     if cfg.joint_loss is not None:
         _build_joint_loss(cfg)  # checks names, params, tags and mapping argument names; cheap
-    metric_names = _check_metrics(cfg)
+    metric_names = _check_metrics(cfg, notes)
+    _rename_monitors(cfg, notes)
     for i, pair in enumerate(cfg.optimization):
         _check_optimization(pair, i, metric_names)
     for i, callback in enumerate(cfg.callbacks):
         _check_callback(callback, i, metric_names, notes)
     if cfg.logger is not None:
         _check_logger(cfg, notes)
+    if cfg.trainer.strategy is not None:
+        notes.append(f"trainer.strategy={cfg.trainer.strategy!r} is ignored: launch with torchrun for several "
+                     "processes; the same command runs on each")
     if cfg.trainer.num_sanity_val_steps:
         notes.append("trainer.num_sanity_val_steps is ignored: trainforge runs no sanity validation")
     if cfg.hydra:
@@ -101,7 +106,7 @@ def _check_sections(cfg: ExperimentConfig, mode: str) -> None:
             raise ConfigError("data.TRAIN is required to train: [{dataset: {name, params}, dataloader: {batch_size}}]")
         if len(cfg.data.TRAIN) > 1:
             raise ConfigError(f"data.TRAIN has {len(cfg.data.TRAIN)} pairs; training takes one (merge the data sets)")
-        if cfg.joint_loss is None:
+        if cfg.joint_loss is None and not _has_default_loss(cfg.task.name):
             raise ConfigError("joint_loss is required to train: joint_loss: {losses: [{name: CrossEntropyLoss}]}")
         if not cfg.optimization:
             raise ConfigError("optimization is required to train: [{optimizer: {name: Adam, params: {lr: 0.001}}}]")
@@ -113,16 +118,21 @@ def _check_sections(cfg: ExperimentConfig, mode: str) -> None:
         raise ConfigError("seed_params is given twice (top level and task.seed_params); keep one")
 
 
+def _has_default_loss(task: str) -> bool:
+    """True for a task trainer that brings its own loss (metric learning's margin heads, segmentation)."""
+    try:
+        return getattr(task_class(task), "default_loss", None) is not None
+    except RegistryError:
+        return False
+
+
 def task_class(name: str) -> type:
-    """The task trainer registered as ``name`` (``ClassificationTask``...), or the plain ``Trainer``."""
-    tasks = get_registry("tasks")
-    if name in tasks:
-        return tasks.get(name)
-    if name in ("Trainer", "ClassificationTask") and not tasks.list():  # before trainforge.tasks exists
+    """The task trainer registered as ``name`` (``ClassificationTask``...); ``Trainer`` is the plain one."""
+    if name == "Trainer":
         from ..trainer import Trainer
 
         return Trainer
-    return tasks.get(name)  # raises with close matches
+    return get_registry("tasks").get(name)
 
 
 def _task_keywords(cls: type) -> list[str]:
@@ -134,6 +144,9 @@ def _task_keywords(cls: type) -> list[str]:
 def _check_task(cfg: ExperimentConfig) -> None:
     cls = _wrap_registry_error("task.name", lambda: task_class(cfg.task.name))
     accepted = [*MODEL_KEYS, *TASK_EXTRA_KEYS, *_task_keywords(cls)]
+    if "input_size" in cfg.task.params and "input_size" not in accepted:
+        raise ConfigError("task.params.input_size is TorchOk's old name: write inputs: [{shape: [C, H, W], "
+                          "dtype: float32}]")
     _check_keys(cfg.task.params, accepted, "task.params")
     for part in ("backbone", "neck", "pooling", "head"):
         name = cfg.task.params.get(f"{part}_name")
@@ -144,8 +157,6 @@ def _check_task(cfg: ExperimentConfig) -> None:
             if params:
                 raise ConfigError(f"task.params.{part}_params is given without task.params.{part}_name")
             continue
-        if not _has_composed_models():
-            continue  # before trainforge.models.build_model exists, build_model checks the name itself
         registry = get_registry(_PART_REGISTRIES[part])
         target = _wrap_registry_error(f"task.params.{part}_name", lambda r=registry, n=name: r.get(n))
         if params and part != "backbone":  # a backbone's params go to the library (timm) that checks them
@@ -162,9 +173,10 @@ def _load_checkpoint_options(options: dict[str, Any]) -> dict[str, Any]:
     return {TORCHOK_NAMES.get(k, k): v for k, v in options.items()}
 
 
-def _check_data_pair(pair: DataPair, where: str) -> None:
+def _check_data_pair(pair: DataPair, where: str, notes: list[str]) -> None:
     cls = _wrap_registry_error(f"{where}.dataset.name", lambda: dataset_class(pair.dataset.name))
-    _check_signature(cls, pair.dataset.params, f"{where}.dataset.params", skip=("transform", "augment"))
+    params = dataset_params(cls, pair.dataset.params, f"{where}.dataset.params", notes)
+    _check_signature(cls, params, f"{where}.dataset.params", skip=("transform", "augment"))
     for key in ("transform", "augment"):
         for j, item in enumerate(getattr(pair.dataset, key)):
             _check_transform(item, f"{where}.dataset.{key}[{j}]")
@@ -194,7 +206,7 @@ def _check_transform(item: Component, where: str) -> None:
     _check_signature(target, params, f"{where}.params", skip=("transforms",))
 
 
-def _check_metrics(cfg: ExperimentConfig) -> set[str]:
+def _check_metrics(cfg: ExperimentConfig, notes: list[str]) -> set[str]:
     """The metric names the run will log (``valid/accuracy``...), after checking each metric."""
     from ..metrics.build import snake_name
     from ..metrics.manager import normalize_phase
@@ -217,12 +229,40 @@ def _check_metrics(cfg: ExperimentConfig) -> set[str]:
                 raise ConfigError(
                     f"{where}.phases[{j}]={phase!r} is not a phase; expected TRAIN, VALID, TEST or PREDICT"
                 ) from None
+        if metric.val_dataloader_idxs is not None:
+            notes.append(f"{where}.val_dataloader_idxs is ignored: every metric runs on every VALID set")
         display = metric.tag or snake_name(metric.name)
         names.update(f"{p.lower()}/{display}" for p in phases)
     for pair in (cfg.data.VALID or [])[1:]:
         if pair.name:
             names.update(n.replace("valid/", f"valid_{pair.name}/") for n in list(names) if n.startswith("valid/"))
     return names
+
+
+def _rename_monitors(cfg: ExperimentConfig, notes: list[str]) -> None:
+    """TorchOk names logged metrics by class (``valid/F1Score``), trainforge in snake case (``valid/f1_score``):
+    a monitor written TorchOk's way is read as ours, with a note."""
+    from ..metrics.build import snake_name
+
+    renames = {}
+    for metric in cfg.metrics:
+        for phase in ("train", "valid", "test"):
+            renames[f"{phase}/{metric.name}"] = f"{phase}/{metric.tag or snake_name(metric.name)}"
+    renames = {k: v for k, v in renames.items() if k != v}
+
+    def rename(value: Any, where: str) -> Any:
+        if isinstance(value, str) and value in renames:
+            notes.append(f"{where}={value!r} is read as {renames[value]!r} (trainforge's metric names)")
+            return renames[value]
+        return value
+
+    for i, callback in enumerate(cfg.callbacks):
+        if "monitor" in callback.params:
+            callback.params["monitor"] = rename(callback.params["monitor"], f"callbacks[{i}].params.monitor")
+    for i, pair in enumerate(cfg.optimization):
+        if pair.scheduler is not None:
+            stepping = pair.scheduler.pl_params
+            stepping.monitor = rename(stepping.monitor, f"optimization[{i}].scheduler.pl_params.monitor")
 
 
 def _build_metric(cls: type, metric: MetricSection, num_classes: Any, where: str) -> Any:
@@ -239,6 +279,8 @@ def _build_metric(cls: type, metric: MetricSection, num_classes: Any, where: str
 
 
 def _check_monitor(monitor: str | None, names: set[str], where: str) -> None:
+    if monitor is not None and not isinstance(monitor, str):
+        raise ConfigError(f"{where}={monitor!r} must be a metric name such as valid/loss")
     if monitor is not None and monitor not in names:
         import difflib
 
@@ -355,7 +397,11 @@ def build_experiment(
     seed = (cfg.seed_params or cfg.task.seed_params or _default_seed()).seed
     torch.manual_seed(seed)  # the model's initial weights follow the experiment's seed
     model = build_model(cfg)
-    _freeze_entries(cfg, model)
+    forever = _freeze_entries(cfg, model)
+    holder: dict[str, Any] = {}  # the first optimizer and schedule, built after the freezes below
+    unfreezes = _scheduled_unfreezes(cfg, model, lambda: holder["optimizer"], lambda: holder.get("scheduler"))
+    if unfreezes and forever:
+        unfreezes.append(KeepFrozen(forever))
     criterion = _build_joint_loss(cfg) if cfg.joint_loss is not None else None
     training_config = to_training_config(cfg, run_dir, mode, name)
     data = {phase: _build_phase(cfg, phase) for phase in ("TRAIN", "VALID", "TEST", "PREDICT")
@@ -375,7 +421,10 @@ def build_experiment(
                                              scheduler=scheduler, scheduler_interval=interval))
     first = optimizers[0] if optimizers else (None, None, "step", None)
     training_config = dataclasses.replace(training_config, scheduler_interval=first[2])
-    callbacks = [*_build_callbacks(cfg, model, first[0]), *extra_callbacks]
+    holder["optimizer"], holder["scheduler"] = first[0], first[1]
+    if unfreezes and first[0] is None:
+        unfreezes = []  # test / predict: nothing is trained, nothing to unfreeze
+    callbacks = [*unfreezes, *_build_callbacks(cfg, model, first[0]), *extra_callbacks]
     cls = task_class(cfg.task.name)
     task_kwargs = {k: v for k, v in cfg.task.params.items() if k in _task_keywords(cls)}
     if "compute_loss_on_valid" in _task_keywords(cls):
@@ -405,23 +454,14 @@ def build_model(cfg: ExperimentConfig) -> nn.Module:
         raise ConfigError(
             "task.params.backbone_name is required, e.g. backbone_name: resnet18 (trainforge ls backbones)"
         )
-    try:
-        from ..models import build_model as build
-    except ImportError:  # before composed models exist: our small networks by name
-        build = _build_small_model
+    from ..models import build_model as build
+
     try:
         return build(**params)
     except RegistryError as error:
         raise ConfigError(f"task.params: {error}") from None
-
-
-def _build_small_model(backbone_name: str, backbone_params: dict | None = None, num_classes: int | None = None,
-                       in_channels: int = 3, **parts: Any) -> nn.Module:
-    from ..models import SmallCNN
-
-    if backbone_name != "SmallCNN" or any(parts.values()):
-        raise RegistryError(f"backbones has no {backbone_name!r}; did you mean 'SmallCNN'?")
-    return SmallCNN(in_channels=in_channels, num_classes=num_classes or 10, **(backbone_params or {}))
+    except (TypeError, ValueError) as error:  # a library's own check of backbone_params (timm)
+        raise ConfigError(f"task.params: {error}") from error
 
 
 def _build_joint_loss(cfg: ExperimentConfig) -> nn.Module:
@@ -480,17 +520,20 @@ def to_training_config(
         "precision": _PRECISION[t.precision],
         "compile": t.compile,
         "channels_last": t.channels_last,
-        "metrics": [_metric_spec(m) for m in cfg.metrics],
         "print_steps": t.print_steps,
         "progress_bar": t.progress_bar,
         "log_every_n_steps": t.log_every_n_steps,
-        "tensorboard": cfg.logger is None or cfg.logger.name in ("TensorBoardLogger", "tensorboard"),
+        "tensorboard": cfg.logger is not None and cfg.logger.name in ("TensorBoardLogger", "tensorboard"),
         "report": t.report,
         "non_finite": t.non_finite,
         "load_best_model_at_end": t.load_best_model_at_end,
     }
+    if cfg.metrics:  # none: the task's own metrics (TrainingConfig's default lets the task choose)
+        values["metrics"] = [_metric_spec(m) for m in cfg.metrics]
     if cfg.task.load_checkpoint is not None:
         values["load_checkpoint"] = _load_checkpoint_options(cfg.task.load_checkpoint)
+    elif mode != "train" and cfg.resume_path is not None:  # test / predict the weights of a trained run
+        values["load_checkpoint"] = {"base_path": str(checkpoint_of(cfg.resume_path))}
     for callback in cfg.callbacks:
         name = CALLBACK_ALIASES.get(callback.name, (None, callback.name))[1]
         params = {k: v for k, v in callback.params.items() if k not in IGNORED_CALLBACK_KEYS}
@@ -506,6 +549,21 @@ def to_training_config(
         return TrainingConfig(**values)
     except ConfigError as error:
         raise ConfigError(f"trainer: {error}") from None
+
+
+def checkpoint_of(path: str | os.PathLike[str]) -> Path:
+    """The checkpoint ``path`` names: itself, or a run folder's newest intact checkpoint."""
+    from ..checkpoint import find_resume_checkpoint
+
+    folder = Path(path)
+    if (folder / "checkpoints").is_dir():
+        found = find_resume_checkpoint(folder / "checkpoints")
+        if found is None:
+            raise ConfigError(f"resume_path={str(path)!r}: the run folder has no intact checkpoint")
+        return Path(found)
+    if not folder.exists():
+        raise ConfigError(f"resume_path={str(path)!r} does not exist; give a run folder or a checkpoint")
+    return folder
 
 
 def _device(accelerator: str, devices: Any) -> str | None:
@@ -538,25 +596,35 @@ def _metric_spec(metric: MetricSection) -> dict[str, Any]:
 # -- data -------------------------------------------------------------------------------------------------
 def dataset_class(name: str) -> Any:
     """The data set class registered as ``name``."""
-    datasets = get_registry("datasets")
-    if name == "Digits" and name not in datasets:  # before the data-set registry is filled
-        return _digits
-    return datasets.get(name)
+    return get_registry("datasets").get(name)
 
 
-def _digits(train: bool = True, valid_fraction: float = 0.2, seed: int = 0) -> Any:
-    """scikit-learn's 8x8 digits: the training or validation part of a fixed stratified split."""
-    from ..data import DIGITS_CLASSES, load_digits_split
+#: TorchOk's data-set keys that trainforge's data sets spell differently or decide themselves.
+DATASET_PARAM_ALIASES: dict[str, tuple[str | None, str]] = {
+    "data_folder": ("root", "read as root"),
+    "input_dtype": (None, "ignored: images are float32 in [0, 1]; trainer.precision sets mixed precision"),
+    "download": (None, "ignored: nothing downloads; the files must already be in root"),
+    "lazy_init": (None, "ignored: images are read when a sample is asked for"),
+}
 
-    dataset = load_digits_split(valid_fraction=valid_fraction, seed=seed)[0 if train else 1]
-    dataset.classes = list(DIGITS_CLASSES)
-    return dataset
 
-
-def _has_composed_models() -> bool:
-    import importlib
-
-    return hasattr(importlib.import_module("trainforge.models"), "build_model")
+def dataset_params(cls: Any, params: Mapping[str, Any], where: str, notes: list[str] | None = None) -> dict:
+    """``params`` with TorchOk's aliases applied where ``cls`` does not take the key itself."""
+    try:
+        accepted = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return dict(params)
+    out = {}
+    for key, value in params.items():
+        if key in DATASET_PARAM_ALIASES and key not in accepted:
+            target, why = DATASET_PARAM_ALIASES[key]
+            if notes is not None:
+                notes.append(f"{where}.{key} is {why}")
+            if target is not None and target in accepted and target not in params:
+                out[target] = value
+            continue
+        out[key] = value
+    return out
 
 
 _PART_REGISTRIES = {"backbone": "backbones", "neck": "necks", "pooling": "poolings", "head": "heads"}
@@ -564,7 +632,7 @@ _PART_REGISTRIES = {"backbone": "backbones", "neck": "necks", "pooling": "poolin
 
 def _build_phase(cfg: ExperimentConfig, phase: str) -> Any:
     pairs: list[DataPair] = getattr(cfg.data, phase)
-    limit_batches = cfg.trainer.limit_train_batches if phase == "TRAIN" else cfg.trainer.limit_val_batches
+    limit_batches = {"TRAIN": cfg.trainer.limit_train_batches, "VALID": cfg.trainer.limit_val_batches}.get(phase)
     built = {}
     for i, pair in enumerate(pairs):
         name = pair.name or (str(i) if i else phase.lower())
@@ -590,7 +658,7 @@ def build_dataset(pair: DataPair, where: str, train: bool = False) -> Any:
     cls = dataset_class(pair.dataset.name)
     transform = build_transforms(pair.dataset.transform, f"{where}.dataset.transform")
     augment = build_transforms(pair.dataset.augment, f"{where}.dataset.augment")
-    params = dict(pair.dataset.params)
+    params = dataset_params(cls, pair.dataset.params, f"{where}.dataset.params")
     accepted = inspect.signature(cls).parameters
     for key, value in (("transform", transform), ("augment", augment)):
         if key in accepted:
@@ -827,8 +895,7 @@ def _build_callbacks(cfg: ExperimentConfig, model: nn.Module, optimizer: Any) ->
             continue
         params = {k: v for k, v in callback.params.items() if k not in IGNORED_CALLBACK_KEYS}
         if name == "FreezeUnfreeze" and "freeze_modules" in params:
-            built += _scheduled_unfreezes(model, optimizer, params["freeze_modules"], f"callbacks[{i}]")
-            continue
+            continue  # built before the optimizers (_scheduled_unfreezes)
         cls = get_registry("callbacks").get(name)
         accepted = inspect.signature(cls).parameters
         context = {"model": model, "optimizer": optimizer}
@@ -850,20 +917,28 @@ def _build_logger(cfg: ExperimentConfig) -> Any:
         raise ConfigError(f"logger ({cfg.logger.name}): {error}") from error
 
 
-def _freeze_entries(cfg: ExperimentConfig, model: nn.Module) -> None:
-    """Apply TorchOk's forever-freezes (entries without ``epoch``) before any optimizer is built."""
-    for i, callback in enumerate(cfg.callbacks):
-        if callback.name != "FreezeUnfreeze" or "freeze_modules" not in callback.params:
-            continue
-        for j, entry in enumerate(callback.params["freeze_modules"]):
-            where = f"callbacks[{i}].params.freeze_modules[{j}]"
-            for module in _freeze_targets(model, entry, where):
-                if entry.get("epoch") is None:
+def _freeze_lists(cfg: ExperimentConfig) -> list[tuple[str, list[Any]]]:
+    return [(f"callbacks[{i}].params.freeze_modules", c.params["freeze_modules"]) for i, c in enumerate(cfg.callbacks)
+            if c.name == "FreezeUnfreeze" and "freeze_modules" in c.params]
+
+
+def _freeze_entries(cfg: ExperimentConfig, model: nn.Module) -> list[nn.Module]:
+    """Apply TorchOk's forever-freezes (entries without ``epoch``) before any optimizer is built; returns
+    the frozen modules."""
+    frozen: list[nn.Module] = []
+    for where, entries in _freeze_lists(cfg):
+        for j, entry in enumerate(entries):
+            if entry.get("epoch") is None:
+                for module in _freeze_targets(model, entry, f"{where}[{j}]"):
                     _freeze(module, entry)
+                    frozen.append(module)
+    return frozen
 
 
 def _freeze_targets(model: nn.Module, entry: Mapping[str, Any], where: str) -> list[nn.Module]:
     name = entry["module_name"]
+    if not isinstance(name, str):
+        raise ConfigError(f"{where}.module_name={name!r} must be a module name (\"\" for the whole model)")
     try:
         root = model.get_submodule(name) if name else model
     except AttributeError:
@@ -872,17 +947,44 @@ def _freeze_targets(model: nn.Module, entry: Mapping[str, Any], where: str) -> l
     modules = [root]
     stages = entry.get("stages")
     if stages is not None:
-        children = list(root.children())
-        if not isinstance(stages, int) or isinstance(stages, bool) or not 0 <= stages < len(children):
-            raise ConfigError(f"{where}.stages={stages!r}: expected 0..{len(children) - 1} (the stem and N stages)")
-        modules = children[: stages + 1]
+        found = stage_modules(root)
+        if not isinstance(stages, int) or isinstance(stages, bool) or not 0 <= stages < len(found):
+            raise ConfigError(f"{where}.stages={stages!r}: expected 0..{len(found) - 1} (the stem and N stages "
+                              f"of {name or 'the model'!r})")
+        modules = [m for stage in found[: stages + 1] for m in stage]
     wanted = entry.get("module_class")
     if wanted is not None:
-        modules = [m for root_m in modules for m in root_m.modules()
-                   if any(c.__name__ == wanted for c in type(m).__mro__)]
+        modules = [m for top in modules for m in top.modules() if any(c.__name__ == wanted for c in type(m).__mro__)]
         if not modules:
             raise ConfigError(f"{where}.module_class={wanted!r} matches no module under {name!r}")
     return modules
+
+
+def stage_modules(root: nn.Module) -> list[list[nn.Module]]:
+    """The stages of a backbone, stem first: a ``stages`` list (trainforge's backbones), timm's
+    ``feature_info`` (each stage ends at a feature module: resnet's act1 | layer1 | ...), or the children.
+
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 2, 3))
+    >>> [len(stage) for stage in stage_modules(net)]
+    [1, 1, 1]
+    """
+    listed = getattr(root, "stages", None)
+    if isinstance(listed, (nn.ModuleList, nn.Sequential)):
+        return [[stage] for stage in listed]
+    for holder in (root, *root.children()):
+        info = getattr(holder, "feature_info", None)
+        dicts = getattr(info, "info", info)  # timm's FeatureInfo: every stage, not only the ones it returns
+        if isinstance(dicts, list) and dicts and all(isinstance(d, dict) and "module" in d for d in dicts):
+            ends = [d["module"].split(".")[0] for d in dicts]
+            stages, current = [], []
+            for child_name, child in holder.named_children():
+                current.append(child)
+                if child_name in ends:
+                    stages.append(current)
+                    current = []
+            if stages:
+                return stages
+    return [[child] for child in root.children()]
 
 
 def _freeze(module: nn.Module, entry: Mapping[str, Any]) -> None:
@@ -894,17 +996,36 @@ def _freeze(module: nn.Module, entry: Mapping[str, Any]) -> None:
                 m.track_running_stats = False
 
 
-def _scheduled_unfreezes(model: nn.Module, optimizer: Any, entries: list[Any], where: str) -> list[Any]:
+class KeepFrozen:
+    """Keeps TorchOk's forever-frozen modules frozen after a scheduled unfreeze of a module around them."""
+
+    group = "prologue"
+
+    def __init__(self, modules: list[nn.Module]) -> None:
+        self.frozen = [p for m in modules for p in m.parameters() if not p.requires_grad]
+
+    def on_epoch_start(self, state: Any) -> None:
+        for param in self.frozen:
+            param.requires_grad_(False)
+
+
+def _scheduled_unfreezes(cfg: ExperimentConfig, model: nn.Module, optimizer: Callable[[], Any],
+                         scheduler: Callable[[], Any]) -> list[Any]:
+    """``FreezeUnfreeze`` callbacks for TorchOk's entries with an ``epoch`` (they freeze now, before the
+    optimizer exists, and hand their parameters to the first optimizer at that epoch)."""
     from ..callbacks import FreezeUnfreeze
 
     built = []
-    for j, entry in enumerate(entries):
-        if entry.get("epoch") is None:
-            continue
-        epoch = entry["epoch"]
-        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
-            raise ConfigError(f"{where}.params.freeze_modules[{j}].epoch must be an integer >= 0, got {epoch!r}")
-        built.append(FreezeUnfreeze(model, optimizer, modules=[entry["module_name"]], unfreeze_at_epoch=epoch))
+    for where, entries in _freeze_lists(cfg):
+        for j, entry in enumerate(entries):
+            epoch = entry.get("epoch")
+            if epoch is None:
+                continue
+            if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+                raise ConfigError(f"{where}[{j}].epoch must be an integer >= 0, got {epoch!r}")
+            _freeze_targets(model, entry, f"{where}[{j}]")  # names checked with the key path
+            built.append(FreezeUnfreeze(model, optimizer, modules=[entry["module_name"]], unfreeze_at_epoch=epoch,
+                                        scheduler=scheduler))
     return built
 
 

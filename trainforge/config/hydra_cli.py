@@ -107,18 +107,44 @@ def compose(source: ConfigSource, overrides: Sequence[str]) -> tuple[dict[str, A
             run_dir = composed.hydra.run.dir if _given(overrides, "hydra.run.dir") else None
             raw = OmegaConf.to_container(composed, resolve=False)
             raw.pop("hydra", None)  # Hydra's node holds job-time values (hydra.job.num) a single run lacks
-            experiment = OmegaConf.to_container(OmegaConf.create(raw), resolve=True)
+            experiment = resolve(raw, source)
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(f"{source.path}: {_hydra_message(error)}") from None
     return experiment, {"run_dir": run_dir}
 
 
+def resolve(raw: dict[str, Any], source: ConfigSource) -> dict[str, Any]:
+    """Interpolations resolved; a flat Kornia config becomes its example's experiment first."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from .kornia import is_kornia_config, kornia_experiment, strip_flat_keys
+
+    try:
+        if not is_kornia_config(raw):
+            return OmegaConf.to_container(OmegaConf.create(raw), resolve=True)
+        merged, notes = kornia_experiment(raw, source.directory.name)
+        for note in notes:
+            print(f"trainforge: note: {note}", file=sys.stderr)
+        return strip_flat_keys(OmegaConf.to_container(OmegaConf.create(merged), resolve=True))
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"{source.path}: {_hydra_message(error)}") from None
+
+
 def _hydra_message(error: Exception) -> str:
+    import re
+
     text = str(error).strip()
     cause = error.__cause__ or error.__context__
     if cause is not None and str(cause).strip() and str(cause).strip() not in text:
         text += f" ({str(cause).strip()})"
-    return text.replace("\n", " ")
+    text = " ".join(text.split())
+    missing = re.search(r"Environment variable '([^']+)' not found", text)
+    key = re.search(r"full_key: (\S+)", text)
+    if missing:
+        where = f" or override {key.group(1)}=..." if key else ""
+        text += f". Fix: set the environment variable ({missing.group(1)}=...){where}"
+    return text
 
 
 def _given(overrides: Sequence[str], key: str) -> bool:
@@ -140,6 +166,36 @@ def experiment_name(values: dict[str, Any], source: ConfigSource) -> str:
     if isinstance(logger, dict) and isinstance(logger.get("experiment_name"), str):
         return logger["experiment_name"]
     return source.name
+
+
+def is_experiment_file(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is a YAML mapping with an experiment section (``task`` or ``data``)."""
+    try:
+        import yaml
+
+        head = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except Exception:  # unreadable or not YAML: the TrainingConfig reader reports it with the file name
+        return False
+    return isinstance(head, dict) and bool({"task", "data"} & set(head))
+
+
+def check_experiment_file(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> str:
+    """``trainforge config check FILE``: compose, parse and check an experiment without reading data;
+    returns ``"<file>: valid"`` with the notes and the resolved YAML."""
+    from omegaconf import OmegaConf
+
+    from .build import check_experiment
+    from .schema import parse_experiment
+
+    source = locate(str(path), None, None)
+    values, _ = compose(source, overrides)
+    cfg = parse_experiment(values, source=str(path))
+    mode = cfg.mode
+    if mode == "train" and not cfg.data.TRAIN and (cfg.data.TEST or cfg.data.PREDICT):
+        mode = "test" if cfg.data.TEST else "predict"  # an inference config (TorchOk's onnx_infer)
+    notes = check_experiment(cfg, mode)
+    lines = [f"{path}: valid", *(f"note: {n}" for n in notes)]
+    return "\n".join(lines) + "\n" + OmegaConf.to_yaml(OmegaConf.create(values))
 
 
 # -- one run -------------------------------------------------------------------------------------------------
@@ -244,8 +300,10 @@ class _Sweep:
         self.sweep_dir = Path(hydra.sweep.dir)
         run_dir = Path(hydra.runtime.output_dir)
         overrides = list(hydra.overrides.task)
-        values = OmegaConf.to_container(cfg, resolve=True)
         try:
+            raw = OmegaConf.to_container(cfg, resolve=False)
+            raw.pop("hydra", None)
+            values = resolve(raw, self.source)
             result = run_experiment(values, run_dir, self.command, experiment_name(values, self.source), self.objective)
         except TrainforgeError as error:
             print(f"trainforge {self.command}: job {hydra.job.num} failed: {error}", file=sys.stderr)
@@ -334,8 +392,11 @@ def summarise(sweep: _Sweep, direction: str) -> Path | None:
         rows.append({"job": i, **swept, sweep.objective: result.objective, "run_dir": str(result.run_dir),
                      "status": "failed: " + result.error if result.error else "ok"})
     keys = list(dict.fromkeys(k for row in rows for k in row))
+    fixed = {k for k in keys if k not in ("job", sweep.objective, "run_dir", "status") and len(rows) > 1
+             and len({str(row.get(k)) for row in rows}) == 1}
+    keys = [k for k in keys if k not in fixed]  # the table shows what was swept, not the shared overrides
     with open(folder / "summary.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]

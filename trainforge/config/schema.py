@@ -194,6 +194,9 @@ class MetricSection:
     mapping: dict[str, str] | None = _field(None, "update argument -> step output or batch key; default preds: output")
     phases: list[str] | None = _field(None, "phases it runs in (TRAIN, VALID, TEST); default all three")
     tag: str | None = _field(None, "display name in logs (valid/<tag>); default: the snake-case class name")
+    val_dataloader_idxs: list[int] | None = _field(
+        None, "TorchOk's: accepted and logged; every metric runs on every VALID set (valid_<name>/...)"
+    )
 
 
 @dataclass
@@ -227,6 +230,8 @@ class TrainerSection:
     limit_train_batches: int | None = _field(None, "use only this many training batches per epoch (quick runs)")
     limit_val_batches: int | None = _field(None, "use only this many batches of each evaluation set (quick runs)")
     num_sanity_val_steps: int | None = _field(None, "Lightning's sanity check; trainforge runs none (accepted, logged)")
+    strategy: str | None = _field(None, "Lightning's strategy (ddp...): one command runs under torchrun (accepted, "
+                                  "logged)")
     eval_strategy: str = _field("epoch", "when to evaluate: epoch, steps or no", ("epoch", "steps", "no"))
     eval_steps: int | None = _field(None, "evaluate every this many steps with eval_strategy=steps")
     ema_decay: float | None = _field(None, "keep an EMA of the weights; evaluation uses it")
@@ -259,6 +264,18 @@ class ExperimentConfig:
     hydra: dict | None = _field(None, "Hydra's own settings; trainforge sets run.dir and sweep.dir (logged)")
 
 
+#: Keys of TorchOk's older configs (its own test configs) and where they live now: (section class, key) -> fix.
+LEGACY_KEYS: dict[tuple[str, str], str] = {
+    ("ExperimentConfig", "log_dir"): "TorchOk's old top-level log_dir is logger.log_dir now; trainforge puts runs in "
+    "runs/<experiment_name>/<time> (delete the key, or pass hydra.run.dir=DIR)",
+    ("ExperimentConfig", "experiment_name"): "TorchOk's old top-level experiment_name moved to "
+    "logger.experiment_name",
+    ("ExperimentConfig", "checkpoint"): "TorchOk's old checkpoint section is a callback now: callbacks: "
+    "[{name: ModelCheckpoint, params: {monitor, mode, save_top_k, save_last}}]",
+    ("ExperimentConfig", "structure"): "TorchOk's old structure section is task.params now (backbone_name, ...)",
+}
+
+
 # -- parsing -----------------------------------------------------------------------------------------------
 def parse_experiment(values: Any, source: str = "config") -> ExperimentConfig:
     """Check a plain dict against the schema and return the typed ``ExperimentConfig``.
@@ -271,7 +288,35 @@ def parse_experiment(values: Any, source: str = "config") -> ExperimentConfig:
     ...
     trainforge.errors.ConfigError: config: data has no key 'TRIAN'; did you mean 'TRAIN'? ...
     """
+    _refuse_targets(values, "", source)
     return parse(ExperimentConfig, values, "", source)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The plain-dict form of a parsed config (every default filled in); ``parse_experiment`` of it is equal.
+
+    >>> cfg = parse_experiment({"task": {"name": "ClassificationTask"}, "data": {}})
+    >>> parse_experiment(to_dict(cfg)) == cfg
+    True
+    """
+    return dataclasses.asdict(config)
+
+
+def _refuse_targets(value: Any, path: str, source: str) -> None:
+    """Hydra's ``_target_`` builds any importable callable; trainforge builds only registered names, so a
+    ``_target_`` anywhere is refused before anything is looked up (RELIABILITY B16)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            child = f"{path}.{key}" if path else str(key)
+            if key in ("_target_", "_partial_", "_args_", "_recursive_", "_convert_"):
+                raise ConfigError(
+                    f"{source}: {child}: trainforge builds components by registered name, never by import path "
+                    f"(Hydra's {key}); write name: <registered name> and params: {{...}} (trainforge ls lists names)"
+                )
+            _refuse_targets(item, child, source)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _refuse_targets(item, f"{path}[{i}]", source)
 
 
 def parse(kind: Any, value: Any, path: str, source: str = "config") -> Any:
@@ -331,12 +376,16 @@ def _parse_dataclass(kind: type, value: Any, path: str, source: str) -> Any:
             f"got {type(value).__name__} {_short(value)}"
         )
     fields = {f.name: f for f in dataclasses.fields(kind)}
-    for key in value:
-        if key not in fields:
+    unknown = [key for key in value if key not in fields]
+    if unknown:
+        where = f"{path} has" if path else "the config has"
+        problems = []
+        for key in unknown:
+            legacy = LEGACY_KEYS.get((kind.__name__, key))
             close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            where = f"{path} has" if path else "the config has"
-            raise ConfigError(f"{source}: {where} no key {key!r}{hint} (keys: {', '.join(fields)})")
+            hint = f": {legacy}" if legacy else f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(f"{where} no key {key!r}{hint}")
+        raise ConfigError(f"{source}: {'; '.join(problems)} (keys: {', '.join(fields)})")
     hints = typing.get_type_hints(kind)
     built = {}
     for name, f in fields.items():

@@ -4,12 +4,15 @@ that skips consumed batches at the sampler — so results do not depend on kills
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset, default_collate
+
+from ..errors import DatasetError
+from .datasets import Skipped
 
 _MIX = 0x9E3779B97F4A7C15  # golden-ratio constant: spreads (seed, epoch, index) over 63 bits
 
@@ -112,14 +115,29 @@ class _SampleSeeded(Dataset):
 
 def collate_indexed(samples: list[Any]) -> dict[str, Any]:
     """Collate ``(index, sample)`` pairs into ``{"input", "target", "index"}`` (or the sample's own dict
-    keys plus ``"index"``). Runs in the workers, so the hot loop gets a ready dict."""
+    keys plus ``"index"``). Runs in the workers, so the hot loop gets a ready dict.
+
+    A field whose values are dicts (detection targets ``{"boxes", "labels"}``) or tensors of different
+    shapes stays a list (torchvision's detection format). A sample a data set skipped (``Skipped``, in
+    ``on_bad_file="skip"`` mode) is left out and listed under ``"skipped"``, which the loader removes.
+
+    >>> boxes = [{"boxes": torch.zeros(n, 4), "labels": torch.zeros(n, dtype=torch.int64)} for n in (0, 2)]
+    >>> batch = collate_indexed([(i, {"input": torch.zeros(3, 4, 4), "target": t}) for i, t in enumerate(boxes)])
+    >>> batch["input"].shape, [t["boxes"].shape[0] for t in batch["target"]], batch["index"].tolist()
+    (torch.Size([2, 3, 4, 4]), [0, 2], [0, 1])
+    """
     if len(samples) == 1 and type(samples[0]) is _Collated:
         return samples[0].batch
+    skipped = [s for _, s in samples if type(s) is Skipped]
+    if skipped:
+        samples = [(i, s) for i, s in samples if type(s) is not Skipped]
+        if not samples:  # the loader counts these and yields nothing for this batch
+            return {"skipped": [(s.index, s.path, s.reason) for s in skipped]}
     indices = torch.tensor([i for i, _ in samples], dtype=torch.int64)
     items = [s for _, s in samples]
     first = items[0]
     if isinstance(first, dict):
-        batch = default_collate(items)
+        batch = {key: _collate_field([item[key] for item in items]) for key in first}
     elif isinstance(first, (tuple, list)):
         columns = default_collate(items)
         batch = {"input": columns[0]}
@@ -130,7 +148,25 @@ def collate_indexed(samples: list[Any]) -> dict[str, Any]:
     else:
         batch = {"input": default_collate(items)}
     batch["index"] = indices
+    if skipped:
+        batch["skipped"] = [(s.index, s.path, s.reason) for s in skipped]
     return batch
+
+
+def _collate_field(values: list[Any]) -> Any:
+    """One field of a batch: stacked when the values agree in shape, else a list (boxes, dict targets)."""
+    first = values[0]
+    if isinstance(first, torch.Tensor):
+        shape = first.shape
+        if all(isinstance(v, torch.Tensor) and v.shape == shape for v in values):
+            return default_collate(values)  # in a worker: stacked straight into shared memory
+        return list(values)
+    if isinstance(first, (Mapping, str)) or first is None:
+        return list(values)
+    try:
+        return default_collate(values)
+    except (RuntimeError, TypeError):
+        return list(values)
 
 
 class ResumableLoader:
@@ -171,6 +207,7 @@ class ResumableLoader:
         pad_to_equal: bool = True,
         seeded_samples: bool = True,
         collate_fn: Callable[[list[Any]], Any] = collate_indexed,
+        sampler: Any = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -182,12 +219,24 @@ class ResumableLoader:
         self.rank = rank
         self.world_size = world_size
         self.pad_to_equal = pad_to_equal
+        self.sampler = sampler  # an epoch sampler (samplers.py): indices(seed, epoch) replaces the permutation
+        base = dataset
+        while isinstance(base, Subset):
+            base = base.dataset
+        # on_bad_file="skip" data sets: batches carry the skipped samples, counted here per epoch
+        self.tracks_skips = getattr(base, "on_bad_file", "raise") == "skip"
+        self.max_skip_fraction = float(getattr(base, "max_skip_fraction", 1.0))
+        self.skipped: list[tuple[int, int, str, str]] = []  # (epoch, index, path, reason)
+        self.skip_counts: dict[int, int] = {}
         self._epoch_batches: list[list[tuple[int, int]]] = []
         source = _SampleSeeded(dataset, seed, seeded_samples)
         # in-memory tensors in this process: batches are slices of the epoch order, gathered directly
         # (the DataLoader machinery would cost more than the gather); the batches are the same
-        self._direct = source if (source.tensors is not None and num_workers == 0 and not pin_memory
-                                  and collate_fn is collate_indexed) else None
+        # tensors already on an accelerator (the cached small-data mode) are always sliced here: workers
+        # and pinning cannot take them
+        resident = source.tensors is not None and any(t.device.type != "cpu" for t in source.tensors[0])
+        self._direct = source if (source.tensors is not None and collate_fn is collate_indexed
+                                  and (resident or (num_workers == 0 and not pin_memory))) else None
         self._loader = DataLoader(
             source,
             batch_sampler=_ListBatchSampler(self),
@@ -202,7 +251,9 @@ class ResumableLoader:
     def indices(self, epoch: int) -> list[int]:
         """This rank's sample indices for ``epoch``, in order."""
         n = len(self.dataset)
-        if self.shuffle:
+        if self.sampler is not None:
+            order = [int(i) for i in self.sampler.indices(self.seed, epoch)]
+        elif self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + epoch)
             order = torch.randperm(n, generator=generator).tolist()
         else:
@@ -228,7 +279,29 @@ class ResumableLoader:
         if self._direct is not None:
             return self._iter_direct(epoch, start)
         self._epoch_batches = [[(epoch, i) for i in batch] for batch in self.batches(epoch)[start:]]
+        if self.tracks_skips:
+            return self._count_skips(iter(self._loader), epoch)
         return iter(self._loader)
+
+    def _count_skips(self, batches: Iterator[dict[str, Any]], epoch: int) -> Iterator[dict[str, Any]]:
+        """Take the skipped samples off each batch, count them, and stop past ``max_skip_fraction``."""
+        limit = self.max_skip_fraction * len(self.indices(epoch))
+        for batch in batches:
+            found = batch.pop("skipped", None)
+            if found:
+                self.skipped.extend((epoch, *entry) for entry in found)
+                count = self.skip_counts[epoch] = self.skip_counts.get(epoch, 0) + len(found)
+                if count > limit:
+                    listed = "\n  ".join(f"{path}: {reason}" for e, _, path, reason in self.skipped if e == epoch)
+                    raise DatasetError(
+                        f"{count} unreadable files skipped in epoch {epoch}, more than max_skip_fraction="
+                        f"{self.max_skip_fraction} of {len(self.indices(epoch))} samples:\n  {listed}\n"
+                        f"Fix or remove these files (trainforge data validate lists them all), or raise "
+                        f"max_skip_fraction"
+                    )
+                if "input" not in batch:
+                    continue  # every sample unreadable: no step for this batch
+            yield batch
 
     def _iter_direct(self, epoch: int, start: int) -> Iterator[dict[str, Any]]:
         """``iter_epoch`` for in-memory tensors: the same batches as ``batches(epoch)[start:]``."""
@@ -252,3 +325,26 @@ class _ListBatchSampler:
 
     def __len__(self) -> int:
         return len(self.owner._epoch_batches)
+
+
+class SkippedFilesLog:
+    """Trainer callback for ``on_bad_file="skip"`` data: at each epoch end the number of files skipped
+    goes into the metrics (``data/skipped_files``, so the logs and the report show it), and at the end of
+    the run every skipped path and reason is written to ``skipped_files.json`` in the run folder."""
+
+    def __init__(self, loader: ResumableLoader, run_dir: Any = None) -> None:
+        self.loader = loader
+        self.run_dir = run_dir
+
+    def on_epoch_end(self, state: Any) -> None:
+        state.metrics["data/skipped_files"] = float(self.loader.skip_counts.get(state.epoch, 0))
+
+    def on_fit_end(self, state: Any) -> None:
+        if self.run_dir is None:
+            return
+        import json
+        from pathlib import Path
+
+        entries = [{"epoch": e, "index": i, "path": p, "reason": r} for e, i, p, r in self.loader.skipped]
+        Path(self.run_dir, "skipped_files.json").write_text(json.dumps(
+            {"count": len(entries), "per_epoch": self.loader.skip_counts, "skipped": entries}, indent=1))

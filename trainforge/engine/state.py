@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 
@@ -37,6 +38,7 @@ class State:
     """
 
     __slots__ = (
+        "_owner",
         "batch",
         "batch_size",
         "epoch",
@@ -48,7 +50,6 @@ class State:
         "max_epochs",
         "metrics",
         "outputs",
-        "owner",
         "samples",
         "should_stop",
     )
@@ -68,6 +69,20 @@ class State:
         self.should_stop = False
         self.exception: BaseException | None = None
         self.extra: dict[str, Any] = {}
+
+    @property
+    def owner(self) -> Any:
+        """The recipe that runs this state, held weakly: the recipe holds its state, and a strong reference
+        back would keep both (and all they reference) alive in a reference cycle after the run."""
+        owner = self._owner
+        return owner() if isinstance(owner, weakref.ref) else owner
+
+    @owner.setter
+    def owner(self, owner: Any) -> None:
+        try:
+            self._owner = None if owner is None else weakref.ref(owner)
+        except TypeError:  # an owner that cannot be weakly referenced is held as it is
+            self._owner = owner
 
     def progress(self) -> dict[str, int]:
         """The counters a checkpoint needs to resume at the next batch. During ``epoch_end`` the epoch

@@ -39,9 +39,10 @@ class BaseLogger:
     """``Logger`` with the optional methods as no-ops; subclasses implement ``log_metrics`` at least.
 
     A logger is also a recipe callback (Torchélie's way): added to a ``Recipe``, it writes what the
-    recipe posts to ``state.metrics`` every ``log_every`` steps (``-1``: at epoch ends only) and at each
-    epoch end, under ``prefix/`` when a prefix is set. Numbers go to ``log_metrics``; image tensors
-    (``C, H, W`` or ``N, C, H, W``, e.g. a grid a ``TrainAndCall`` function returns) to ``log_images``.
+    recipe posts to ``state.metrics`` every ``log_every`` steps (``-1``: at epoch ends only), at each
+    epoch end and after each nested evaluation (``eval_end``), under ``prefix/`` when a prefix is set.
+    Numbers go to ``log_metrics``; image tensors (``C, H, W`` or ``N, C, H, W``, e.g. a grid a
+    ``TrainAndCall`` function returns) to ``log_images``.
     The loop's counters are the step, not metrics. A value still the same object as when last logged
     (a test metric copied by ``CallRecipe``, an image grid) is not logged again: curves get a point per
     new value, not a flat copy at each cadence. In a recipe run by ``CallRecipe`` the step is the
@@ -79,6 +80,9 @@ class BaseLogger:
 
     def on_epoch_end(self, state: Any) -> None:
         self._log_state(state)
+
+    def on_eval_end(self, state: Any) -> None:
+        self._log_state(state)  # a nested test run (CallRecipe) just posted its results
 
     def on_fit_end(self, state: Any) -> None:
         self.flush()

@@ -4,6 +4,7 @@ reads; and ``read_metrics_jsonl``, which reads it back and survives a line cut s
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 from collections.abc import Mapping
@@ -31,7 +32,9 @@ class JsonlLogger(BaseLogger):
     a crash loses at most the last second of lines, and never one logged before the last checkpoint
     (the resumed run logs the later steps again). ``flush_every_s=0`` flushes every line.
     The file is opened for appending: a resumed run continues it (the report keeps the latest value
-    logged for a step). ``phase`` defaults to the prefix all names share (``"valid"``), else ``""``.
+    logged for a step). A last line cut short by a crash is cut off first, with a warning, so the
+    continued file stays readable. A symbolic link at ``path`` is refused, never written through.
+    ``phase`` defaults to the prefix all names share (``"valid"``), else ``""``.
     Values that are not numbers (non-scalar tensors) are left out; NaN and infinities are written as
     JSON's ``NaN``/``Infinity`` extensions, which Python reads back. Only rank 0 writes
     (``enabled=None`` checks ``RANK``). ``log_hyperparams`` writes ``hparams.json`` beside the file.
@@ -56,7 +59,7 @@ class JsonlLogger(BaseLogger):
         self._file = None
         if self.enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a", encoding="utf-8")  # kept open for the run
+            self._file = _open_for_append(self.path)  # kept open for the run
 
     def log_metrics(
         self, metrics: Mapping[str, Any], step: int, phase: str | None = None, *, epoch: int | None = None
@@ -93,6 +96,46 @@ class JsonlLogger(BaseLogger):
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _open_for_append(path: Path) -> Any:
+    """Open ``path`` for appending text, never through a symbolic link, after cutting back a last line
+    that a crash left without its newline (appending after it would damage the next record too)."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    if path.is_symlink():
+        raise OSError(f"{path} is a symbolic link; metrics are never written through a link: remove it")
+    fd = os.open(path, flags, 0o644)
+    try:
+        import stat
+
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file; remove it so metrics can be written there")
+        _cut_partial_line(fd, path)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "a", encoding="utf-8")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _cut_partial_line(fd: int, path: Path) -> None:
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    end = size
+    while end > 0:  # back to the last newline, a block at a time
+        start = max(0, end - 65536)
+        block = os.pread(fd, end - start, start)
+        cut = block.rfind(b"\n")
+        if cut >= 0:
+            end = start + cut + 1
+            break
+        end = start
+    os.ftruncate(fd, end)
+    warnings.warn(
+        f"{path}: removed an incomplete last line ({size - end} bytes) left by an interrupted run; the "
+        "steps it held are logged again by the resumed run", UserWarning, stacklevel=4,
+    )
 
 
 def read_metrics_jsonl(path: str | Path) -> list[dict[str, Any]]:

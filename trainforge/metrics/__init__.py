@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from .build import build_metric, find_metric_class, list_metrics, snake_name
-from .manager import PHASES, MetricsManager, MetricSpec, non_scalars, phase_prefix, scalars, to_host
+from .manager import PHASES, MetricsManager, MetricSpec, Phase, non_scalars, phase_prefix, scalars, to_host
 
 __all__ = [
     "PHASES",
     "MetricSpec",
     "MetricsManager",
+    "Phase",
     "build_metric",
     "find_metric_class",
     "list_metrics",

@@ -31,6 +31,13 @@ NAMESPACES: tuple[str, ...] = (
     "torchmetrics.wrappers",
 )
 
+#: Task-generic torchmetrics classes whose own default is ``average="micro"``, which for single-label
+#: data makes precision, recall and F1 all equal to accuracy: trainforge defaults them to ``"macro"``
+#: (the mean over classes, what scikit-learn users expect of "F1"). ``Accuracy`` keeps micro averaging:
+#: that is the usual meaning of accuracy.
+MACRO_BY_DEFAULT: frozenset[str] = frozenset({"F1Score", "FBetaScore", "Precision", "Recall", "Specificity",
+                                              "NegativePredictiveValue"})
+
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
@@ -119,16 +126,22 @@ def resolve_params(cls: type, params: dict[str, Any], num_classes: int | None) -
 
     Task-generic classes (``Accuracy``, ``F1Score``...) get ``task="multiclass"``; ``num_classes`` (or
     ``num_labels`` for multilabel) comes from ``num_classes`` when the class takes it and it is not given.
-    A ``top_k`` larger than the number of classes is clamped to it, with a warning.
+    F1, F-beta, precision, recall, specificity and NPV average over classes (``average="macro"``) unless
+    ``average`` is given (see ``MACRO_BY_DEFAULT``). A ``top_k`` larger than the number of classes is
+    clamped to it, with a warning.
 
-    >>> from torchmetrics import Accuracy
+    >>> from torchmetrics import Accuracy, F1Score
     >>> resolve_params(Accuracy, {}, num_classes=10)
     {'task': 'multiclass', 'num_classes': 10}
+    >>> resolve_params(F1Score, {}, num_classes=10)
+    {'task': 'multiclass', 'average': 'macro', 'num_classes': 10}
     """
     resolved = dict(params)
     accepted = _parameters(cls)
     if "task" in accepted:
         resolved.setdefault("task", "multiclass")
+    if cls.__name__ in MACRO_BY_DEFAULT and "average" in accepted:
+        resolved.setdefault("average", "macro")
     task = resolved.get("task")
     if num_classes is not None:
         if "num_classes" in accepted and task in (None, "multiclass"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import torch
@@ -15,6 +16,16 @@ from ..errors import ConfigError
 from .build import find_metric_class, resolve_params, snake_name
 
 PHASES: tuple[str, ...] = ("TRAIN", "VALID", "TEST", "PREDICT")
+
+
+class Phase(str, Enum):
+    """TorchOk's phases; every API taking a phase also takes its string (``"TRAIN"``, ``"valid"``)."""
+
+    TRAIN = "TRAIN"
+    VALID = "VALID"
+    TEST = "TEST"
+    PREDICT = "PREDICT"
+
 #: Prefix of result names per phase; a named extra loader appends ``_<loader>`` (``valid_noisy``).
 PHASE_PREFIXES: dict[str, str] = {"TRAIN": "train", "VALID": "valid", "TEST": "test", "PREDICT": "predict"}
 DEFAULT_MAPPING: dict[str, str] = {"preds": "output", "target": "target"}
@@ -31,7 +42,7 @@ def normalize_phase(phase: str) -> str:
     >>> normalize_phase("valid")
     'VALID'
     """
-    upper = str(phase).upper()
+    upper = (phase.value if isinstance(phase, Enum) else str(phase)).upper()
     if upper not in PHASES:
         raise ConfigError(f"unknown phase {phase!r}; expected one of {', '.join(PHASES)}")
     return upper
@@ -289,8 +300,21 @@ class MetricsManager:
         return bucket
 
     # -- the hot path ----------------------------------------------------------------------------
-    def update(self, phase: str, outputs: Mapping[str, Any], batch: Any, loader: str | None = None) -> None:
-        """Update ``phase``'s metrics (of ``loader``) with one step: on the device, no host sync."""
+    def update(
+        self, phase: str | Phase, outputs: Mapping[str, Any] | None = None, batch: Any = None,
+        loader: str | None = None, **named_outputs: Any,
+    ) -> None:
+        """Update ``phase``'s metrics (of ``loader``) with one step: on the device, no host sync.
+
+        Inputs come from ``outputs`` and ``batch``, or (TorchOk's way) as keywords named as the
+        metrics' mappings name them: ``update(Phase.TRAIN, prediction=logits, target=y)``.
+        """
+        if named_outputs:
+            outputs = {**(outputs or {}), **named_outputs}
+        elif outputs is None:
+            raise TypeError(
+                "MetricsManager.update needs outputs (a dict) or named outputs (prediction=..., target=...)"
+            )
         for entry in self._bucket(phase, loader):
             kwargs = {arg: self._source(entry, key, outputs, batch) for arg, key in entry.spec.mapping.items()}
             entry.metric.update(**kwargs)
@@ -326,6 +350,21 @@ class MetricsManager:
                 results.update((f"{entry.name}/{k}", v) for k, v in value.items())
             else:
                 results[entry.name] = value
+        return results
+
+    def on_epoch_end(self, phase: str | Phase, loader: str | None = None) -> dict[str, Any]:
+        """TorchOk's call: this epoch's results of ``phase`` (``compute``), then reset for the next epoch.
+
+        >>> manager = MetricsManager([{"name": "Accuracy", "mapping": {"preds": "prediction", "target": "target"}}],
+        ...                          num_classes=2)
+        >>> manager.update(Phase.TRAIN, prediction=torch.tensor([[2.0, 0.0], [0.0, 2.0]]), target=torch.tensor([0, 0]))
+        >>> {k: float(v) for k, v in manager.on_epoch_end(Phase.TRAIN).items()}
+        {'train/accuracy': 0.5}
+        >>> manager.on_epoch_end("TRAIN")  # reset: nothing collected since
+        {}
+        """
+        results = self.compute(phase, loader=loader)
+        self.reset(phase, loader=loader)
         return results
 
     def reset(self, phase: str, loader: str | None = None) -> None:

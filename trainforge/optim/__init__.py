@@ -8,6 +8,7 @@ from .schedulers import (
     Schedule,
     build_scheduler,
     count_optimizer_steps,
+    has_learning_rate,
     list_schedulers,
     scheduler_needs_metric,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "build_optimizer",
     "build_scheduler",
     "count_optimizer_steps",
+    "has_learning_rate",
     "list_optimizers",
     "list_schedulers",
     "scheduler_needs_metric",

@@ -99,6 +99,18 @@ def scheduler_needs_metric(scheduler: Any) -> bool:
     return isinstance(scheduler, lr_scheduler.ReduceLROnPlateau)
 
 
+def has_learning_rate(optimizer: Any) -> bool:
+    """True when every param group of ``optimizer`` has an ``lr`` a schedule can change (a custom
+    optimizer built with ``defaults={}`` has none).
+
+    >>> params = [torch.nn.Parameter(torch.zeros(1))]
+    >>> has_learning_rate(torch.optim.SGD(params, lr=0.1)), has_learning_rate(torch.optim.Optimizer(params, {}))
+    (True, False)
+    """
+    groups = getattr(optimizer, "param_groups", None) or []
+    return bool(groups) and all("lr" in group for group in groups)
+
+
 def count_optimizer_steps(batches_per_epoch: int, epochs: int, accumulation: int = 1) -> int:
     """Optimizer steps in a run: ``ceil(batches_per_epoch / accumulation) * epochs``.
 
@@ -153,6 +165,12 @@ def build_scheduler(
     """
     if not isinstance(name, str):
         raise ConfigError(f"scheduler name must be a string, got {type(name).__name__}")
+    if not has_learning_rate(optimizer):
+        raise ConfigError(
+            f"scheduler {name!r}: {type(optimizer).__name__} has no 'lr' in its param groups (built with "
+            "defaults={}?), so no schedule can change its learning rate; give it defaults={'lr': ...} or use "
+            "scheduler=None"
+        )
     key = name.lower()
     if key in NAMED_SCHEDULES:
         schedule = _named_schedule(key, total_steps, warmup_steps, warmup_ratio, params)

@@ -15,6 +15,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from . import builtin  # noqa: F401  (registers the built-in sections)
 from .builtin import METRICS_FILE
+from .plots import _publish, figures_collected
 from .sections import SECTIONS, Section
 from .series import load_run
 
@@ -45,7 +46,7 @@ def _write_text_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as file:
             file.write(text)
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -55,7 +56,8 @@ def _run_sections(run_dir: Path, out_dir: Path, strict: bool) -> list[tuple[str,
     built: list[tuple[str, Section]] = []
     for name, fn in list(SECTIONS.items()):
         try:
-            sections = fn(run_dir, out_dir)
+            with figures_collected():  # each section's figures are freed when it is done
+                sections = fn(run_dir, out_dir)
             for section in sections:
                 missing = [png for png in section.images if not (out_dir / png).is_file()]
                 if missing:

@@ -26,10 +26,10 @@ from .data import (
 from .plots import (
     confusion_matrix_figure,
     curve_figure,
-    image_grid_figure,
     metric_figure,
     per_class_figure,
     save_figure,
+    save_image_grid,
 )
 from .sections import Section, register_section
 from .series import Series, load_run, split_name
@@ -175,7 +175,7 @@ def _grid(data: Mapping[str, Any], indices: torch.Tensor, out_dir: Path, png: st
         for i in indices.tolist()
     ]
     correct = (predicted[indices] == targets[indices]).tolist()
-    save_figure(image_grid_figure(data["images"][indices], titles, correct), out_dir / png)
+    save_image_grid(data["images"][indices], titles, correct, out_dir / png)
     return png
 
 
@@ -188,10 +188,12 @@ def classification_section(run_dir: Path, out_dir: Path) -> list[Section]:
     scores = per_class_scores(matrix)
     total = int(matrix.sum())
     accuracy = float(matrix.diagonal().sum()) / max(total, 1)
-    summary = table(["", ""], [("validation samples", total), ("accuracy", accuracy),
+    weights = data.get("weights") or "final weights"
+    summary = table(["", ""], [("validation samples", total), ("weights", weights), ("accuracy", accuracy),
                                ("macro F1", float(scores["f1"].mean()))])
-    save_figure(confusion_matrix_figure(matrix, names), out_dir / "confusion_matrix.png")
-    sections = [Section("Confusion matrix", summary + "<p>Rows: true class; columns: predicted class.</p>",
+    title = f"Confusion matrix: validation set, {weights}"
+    save_figure(confusion_matrix_figure(matrix, names, title=title.lower()), out_dir / "confusion_matrix.png")
+    sections = [Section(title, summary + "<p>Rows: true class; columns: predicted class.</p>",
                         ["confusion_matrix.png"])]
 
     rows = [(name, *(float(scores[k][i]) for k in ("precision", "recall", "f1")), int(scores["support"][i]))
@@ -247,11 +249,17 @@ def metric_values_section(run_dir: Path, out_dir: Path) -> list[Section]:
     if not path.is_file():
         return []
     data = load_metric_values(path)
-    section = Section("Non-scalar metrics", "<p>Values of the last evaluation of each loader, and of the last "
-                      "training epoch (<code>train/...</code>).</p>")
+    weights = data.get("weights") or "last weights"
+    section = Section("Non-scalar metrics", f"<p>Values of the last evaluation of each loader ({escape(weights)}), "
+                      "and of the last training epoch (<code>train/...</code>). One confusion matrix per "
+                      "evaluated loader: the main validation set's is the one above.</p>")
     skipped, taken = [], set()
+    shown_above = (run_dir / CLASSIFICATION_FILE).is_file()
     for name, value in sorted(data["values"].items(), key=lambda item: (item[0].startswith("train"), item[0])):
-        figure = metric_figure(name, value, data.get("class_names"))
+        if _is_matrix(value) and (name.startswith("train/") or (shown_above and name.startswith("valid/"))):
+            continue  # training epochs are not evaluations; the main validation matrix is drawn above
+        phase = "training epoch" if name.startswith("train/") else weights
+        figure = metric_figure(name, value, data.get("class_names"), title=f"{name} · {phase}")
         if figure is None:
             skipped.append(name)
             continue
@@ -261,6 +269,10 @@ def metric_values_section(run_dir: Path, out_dir: Path) -> list[Section]:
     if skipped:
         section.html += f"<p>Not drawn (no picture for their shape): {escape(', '.join(skipped))}.</p>"
     return [section] if section.images or skipped else []
+
+
+def _is_matrix(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape[0] == value.shape[1]
 
 
 def extras_section(run_dir: Path, out_dir: Path) -> list[Section]:

@@ -44,14 +44,17 @@ def save_classification_data(
     probs: torch.Tensor,
     class_names: Sequence[str],
     confusion_matrix: torch.Tensor,
+    weights: str | None = None,
 ) -> Path:
     """Write ``run_dir/report/data/classification.pt`` for the report, atomically; return its path.
 
     ``images``: a subset of validation inputs ``(N, C, H, W)`` in [0, 1] (up to ~64 is plenty), or None
     when the inputs are not images (the report then shows no sample grids);
     ``targets`` ``(N,)`` and ``probs`` ``(N, K)`` (softmax) for those samples; ``confusion_matrix``
-    ``(K, K)`` over the whole validation set, rows = true class, columns = predicted class. Plain
-    tensors and strings only, so the file loads with ``weights_only=True``.
+    ``(K, K)`` over the whole validation set, rows = true class, columns = predicted class; ``weights``
+    says which weights were evaluated (``"last weights"``, ``"best checkpoint weights"``, ``"EMA of the
+    last weights"``), for the report's titles. Plain tensors and strings only, so the file loads with
+    ``weights_only=True``.
 
     >>> import tempfile
     >>> path = save_classification_data(tempfile.mkdtemp(), torch.rand(2, 1, 8, 8), torch.tensor([0, 1]),
@@ -65,6 +68,7 @@ def save_classification_data(
         "probs": probs.detach().float().cpu().contiguous(),
         "class_names": [str(name) for name in class_names],
         "confusion_matrix": confusion_matrix.detach().long().cpu().contiguous(),
+        "weights": None if weights is None else str(weights),
     }
     _check(data, "save_classification_data")
     return _save_atomic(data, Path(run_dir) / CLASSIFICATION_FILE)
@@ -93,10 +97,12 @@ def _plain(value: Any) -> Any:
 
 
 def save_metric_values(
-    run_dir: str | Path, values: Mapping[str, Any], class_names: Sequence[str] | None = None
+    run_dir: str | Path, values: Mapping[str, Any], class_names: Sequence[str] | None = None,
+    weights: str | None = None,
 ) -> Path:
     """Write ``run_dir/report/data/metric_values.pt``: the non-scalar metric values by name (confusion
-    matrices of every loader, per-class tensors, ``(fpr, tpr, thresholds)`` curves) for the report.
+    matrices of every loader, per-class tensors, ``(fpr, tpr, thresholds)`` curves) for the report, and
+    which ``weights`` the evaluations used.
 
     >>> import tempfile
     >>> path = save_metric_values(tempfile.mkdtemp(), {"valid/confusion_matrix": torch.eye(2, dtype=torch.long)})
@@ -104,7 +110,8 @@ def save_metric_values(
     [[1, 0], [0, 1]]
     """
     data = {"values": {str(name): _plain(value) for name, value in values.items()},
-            "class_names": None if class_names is None else [str(name) for name in class_names]}
+            "class_names": None if class_names is None else [str(name) for name in class_names],
+            "weights": None if weights is None else str(weights)}
     return _save_atomic(data, Path(run_dir) / METRIC_VALUES_FILE)
 
 
@@ -147,7 +154,7 @@ def per_class_scores(confusion_matrix: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def save_classification_samples(
     run_dir: Path, batches: Iterable[tuple[torch.Tensor | None, torch.Tensor, torch.Tensor] | None],
-    class_names: list[str] | None, per_group: int = 24, seed: int = 0,
+    class_names: list[str] | None, per_group: int = 24, seed: int = 0, weights: str | None = None,
 ) -> bool:
     """Stream ``(images or None, targets, probabilities)`` batches: keep the ``per_group`` best and worst
     samples (by true-class probability) and ``per_group // 2`` random ones, scaled to [0, 1] per image
@@ -190,5 +197,5 @@ def save_classification_samples(
         high = view.amax(dim=(1, 2, 3), keepdim=True)
         view = (view - low) / (high - low).clamp_min(1e-8)
     names = class_names or [str(i) for i in range(confusion.shape[0])]
-    save_classification_data(run_dir, view, kept["targets"], kept["probs"], names, confusion)
+    save_classification_data(run_dir, view, kept["targets"], kept["probs"], names, confusion, weights=weights)
     return True

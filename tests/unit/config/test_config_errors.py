@@ -91,9 +91,8 @@ CASES = [
     ("plateau monitor never logged", _set("optimization.0.scheduler", {
         "name": "ReduceLROnPlateau", "pl_params": {"monitor": "valid/los"}}),
      ["optimization[0].scheduler.pl_params.monitor='valid/los'", "did you mean 'valid/loss'"]),
-    ("typo in data set params", _set("data.TRAIN.0.dataset.params.trian", True), ["data.TRAIN[0].dataset.params has "
-                                                                                    "no key 'trian'",
-                                                                                    "did you mean 'train'"]),
+    ("typo in data set params", _set("data.TRAIN.0.dataset.params.splitt", "train"),
+     ["data.TRAIN[0].dataset.params has no key 'splitt'", "did you mean 'split'"]),
     ("typo in dataloader", _set("data.VALID.0.dataloader.batchsize", 4), ["data.VALID[0].dataloader has no key "
                                                                             "'batchsize'",
                                                                             "did you mean 'batch_size'"]),
@@ -132,7 +131,7 @@ _READ: list[str] = []
 class _Exploding:
     """A data set that records being built (reading data)."""
 
-    def __init__(self, train: bool = True) -> None:
+    def __init__(self, split: str = "train") -> None:
         _READ.append("read")
 
 

@@ -108,14 +108,14 @@ def test_loggers_are_recipe_callbacks_and_write_what_the_recipe_posts(tmp_path):
     events.Reload()
     tags = events.Tags()["scalars"]
     assert "loss" in tags and "test/loss" in tags and "epoch" not in tags and "global_step" not in tags
-    assert [e.step for e in events.Scalars("loss")] == [2, 4, 6, 6, 8, 10, 12, 12]
+    assert [e.step for e in events.Scalars("loss")] == [2, 4, 6, 6, 8, 10, 12, 12]  # cadence, then epoch mean
     # the copy in the training metrics is logged once per test run, not again at each cadence
     assert [(e.step, round(e.value, 4)) for e in events.Scalars("test/loss")] == [(6, 0.5), (12, 0.5)]
     nested = EventAccumulator(str(tmp_path / "tb_test"))
     nested.Reload()  # the test recipe's own logger logs at the caller's step
     assert [(e.step, round(e.value, 4)) for e in nested.Scalars("test/loss")] == [(6, 0.5), (12, 0.5)]
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == [3, 6, 6, 9, 12, 12]
+    assert [r["step"] for r in records] == [3, 6, 6, 9, 12, 12]  # at 6 and 12: the cadence, then the test
     assert records[-1]["metrics"]["test/loss"] == 0.5 and "epoch" not in records[-1]["metrics"]
 
 

@@ -355,3 +355,23 @@ def test_samples_are_counted_by_the_recipe_batch_size_function():
     assert recipe.run(2).samples == 16 and seen == [3, 5, 3, 5]
     custom = Recipe(lambda batch: None, [torch.zeros(3, 2)], batch_size_fn=lambda batch: 10)
     assert custom.run(1).samples == 10
+
+
+def test_learning_rate_reaches_tensorboard_at_every_optimizer_step_through_fit(tmp_path, digits):
+    """The warm-up is visible in TensorBoard even when metrics are logged every 50 steps."""
+    from helpers import cfg, mlp
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.data import Subset
+
+    from trainforge import Trainer
+
+    config = cfg(tmp_path, tensorboard=True, max_epochs=2, batch_size=32, scheduler="linear", warmup_steps=5,
+                 log_every_n_steps=50)
+    Trainer(mlp(), config, train_data=Subset(digits[0], range(256)), valid_data=Subset(digits[1], range(64))).fit()
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    lr = events.Scalars("lr")
+    assert [e.step for e in lr] == list(range(1, 17))  # 8 steps an epoch, 2 epochs, each step once
+    values = [e.value for e in lr]
+    assert values[:5] == pytest.approx([0.01 * k / 5 for k in range(1, 6)], rel=1e-5)  # the warm-up
+    assert values[-1] == pytest.approx(0.0, abs=1e-9)  # linear decay to zero at the last step

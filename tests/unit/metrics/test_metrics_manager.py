@@ -240,3 +240,29 @@ def test_snake_name():
     assert snake_name("JaccardIndex") == "jaccard_index"
     assert snake_name("ROC") == "roc"
     assert snake_name("R2Score") == "r2_score"
+
+
+def test_f1_precision_recall_default_to_macro_averaging_through_fit(tmp_path, digits):
+    """Micro F1, precision and recall equal accuracy on single-label data; the defaults are per-class means."""
+    from helpers import cfg, mlp
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+    from torch.utils.data import Subset
+
+    from trainforge import Trainer
+
+    valid = Subset(digits[1], range(120))
+    config = cfg(tmp_path, metrics=["Accuracy", "F1Score", "Precision", "Recall"], lr=0.003)
+    trainer = Trainer(mlp(), config, train_data=Subset(digits[0], range(128)), valid_data=valid)
+    metrics = trainer.fit().metrics
+    predictions = torch.cat([p["output"].argmax(1) for p in trainer.predict(valid)]).numpy()
+    target = torch.stack([valid[i][1] for i in range(len(valid))]).numpy()
+    labels = list(range(10))
+    expected = {
+        "accuracy": accuracy_score(target, predictions),
+        "f1_score": f1_score(target, predictions, average="macro", labels=labels, zero_division=0),
+        "precision": precision_score(target, predictions, average="macro", labels=labels, zero_division=0),
+        "recall": recall_score(target, predictions, average="macro", labels=labels, zero_division=0),
+    }
+    for name, value in expected.items():
+        assert metrics[f"valid/{name}"] == pytest.approx(value, abs=1e-5), name
+    assert abs(metrics["valid/f1_score"] - metrics["valid/accuracy"]) > 1e-3  # not the micro value

@@ -244,3 +244,23 @@ def test_torch_load_always_passes_weights_only_true():
     assert calls, "expected the report to load saved tensors"
     for name, arguments in calls:
         assert "weights_only=True" in arguments, name
+
+
+def test_one_confusion_matrix_per_evaluated_loader_titled_with_its_weights(tmp_path, digits):
+    """Through fit: the main validation set's matrix once (with the weights it shows), each extra loader's
+    once, and no training-epoch matrix."""
+    from helpers import cfg, mlp
+    from torch.utils.data import Subset
+
+    from trainforge import Trainer
+
+    valid = Subset(digits[1], range(64))
+    config = cfg(tmp_path, report=True, ema_decay=0.9, metrics=["Accuracy", "ConfusionMatrix"])
+    Trainer(mlp(), config, train_data=Subset(digits[0], range(128)),
+            valid_data={"main": valid, "noisy": Subset(digits[1], range(64, 128))}).fit()
+    report = tmp_path / "run" / "report"
+    pngs = sorted(p.name for p in report.glob("*.png") if "confusion" in p.name)
+    assert pngs == ["confusion_matrix.png", "metric_valid_noisy_confusion_matrix.png"]
+    html = (report / "index.html").read_text()
+    assert "Confusion matrix: validation set, EMA of the last weights" in html
+    assert "(EMA weights)" in html

@@ -1,0 +1,112 @@
+"""TorchOk's and Kornia's own example configs through ``trainforge`` unchanged: TorchOk's load (or fail naming
+the key and the fix) and ``classification_cifar10`` trains one short epoch with command-line overrides only;
+Kornia's image_classifier config sweeps ``lr`` through the same Hydra path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from trainforge.cli import main
+from trainforge.config.hydra_cli import check_experiment_file
+from trainforge.errors import ConfigError
+
+TORCHOK = Path("/work/shared/external/torchok")
+KORNIA = Path("/work/shared/external/kornia")
+pytestmark = pytest.mark.skipif(not TORCHOK.is_dir(), reason="the reference configs are not on this machine")
+
+#: config -> None (loads as it is) or the words its error must contain: the key path and the fix.
+EXPECTED = {
+    "configs/classification_cifar10.yaml": None,
+    "configs/classification_cifar10_multi_validation.yaml": None,
+    "configs/classification_imagenet.yaml": None,
+    "configs/classification_cifar10_mlflowx.yaml": ["logger.params.tracking_uri", "set the environment variable"],
+    "test_configs/cifar10_experiment.yaml": ["logger.params.tracking_uri", "CV_MLFLOW_TRACKING_URI=..."],
+    "test_configs/config_with_env_variable.yaml": ["log_dir", "LOGDIR=..."],
+    "test_configs/config.yaml": ["no key 'log_dir'", "logger.log_dir", "no key 'checkpoint'", "ModelCheckpoint"],
+    "test_configs/config_with_bag.yaml": ["no key 'experiment_name'", "moved to logger.experiment_name"],
+    "test_configs/config_without_metrics.yaml": ["no key 'log_dir'"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_torchok_configs_load_or_name_key_and_fix(name: str) -> None:
+    words = EXPECTED[name]
+    if words is None:
+        assert check_experiment_file(TORCHOK / name).startswith(f"{TORCHOK / name}: valid")
+        return
+    with pytest.raises(ConfigError) as error:
+        check_experiment_file(TORCHOK / name)
+    for word in words:
+        assert word in str(error.value), str(error.value)
+
+
+def _fake_cifar10(root: Path, train_per_batch: int = 16, test: int = 32) -> Path:
+    """CIFAR-10's binary layout (label byte + 3072 pixel bytes per record) with generated images whose
+    colour depends on the class."""
+    rng = np.random.default_rng(0)
+    folder = root / "cifar-10-batches-bin"
+    folder.mkdir(parents=True)
+
+    def write(name: str, n: int) -> None:
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = rng.integers(0, 60, (n, 3, 32, 32)).astype(np.uint8)
+        for image, label in zip(images, labels):
+            image[label % 3] += np.uint8(18 * (label + 1))
+        np.concatenate([labels[:, None], images.reshape(n, -1)], axis=1).tofile(folder / name)
+
+    for i in range(1, 6):
+        write(f"data_batch_{i}.bin", train_per_batch)
+    write("test_batch.bin", test)
+    return root
+
+
+@pytest.mark.slow
+def test_classification_cifar10_trains_one_epoch_with_overrides_only(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    data = _fake_cifar10(tmp_path / "data")
+    overrides = [
+        f"data.TRAIN.0.dataset.params.data_folder={data}", f"data.VALID.0.dataset.params.data_folder={data}",
+        "task.params.backbone_params.pretrained=false", "trainer.accelerator=cpu", "trainer.precision=32",
+        "trainer.max_epochs=1", "data.TRAIN.0.dataloader.batch_size=16", "data.TRAIN.0.dataloader.num_workers=0",
+        "data.VALID.0.dataloader.num_workers=0", "+trainer.report=false",
+    ]
+    assert main(["train", "-cp", str(TORCHOK / "configs"), "-cn", "classification_cifar10", *overrides]) == 0
+    (run,) = [p.parent for p in (tmp_path / "runs").rglob("experiment.yaml")]
+    assert run.parent.name == "resnet18"  # logger.experiment_name
+    metrics = json.loads((run / "train_metrics.json").read_text())
+    assert {"valid/accuracy", "valid/f1_score", "train/loss"} <= set(metrics)
+    resolved = yaml.safe_load((run / "experiment.yaml").read_text())
+    assert resolved["trainer"]["precision"] == 32
+    assert resolved["task"]["params"]["backbone_params"]["pretrained"] is False
+    err = capsys.readouterr().err
+    assert "callbacks[0].params.monitor='valid/F1Score' is read as 'valid/f1_score'" in err
+    assert "data.TRAIN[0].dataset.params.download is ignored" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "runs"]  # not ~/.cache/torchok, not outputs/
+
+
+@pytest.mark.slow
+def test_kornia_image_classifier_config_sweeps_lr(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    data = _fake_cifar10(tmp_path / "data", train_per_batch=8, test=16)
+    assert main(["train", "--config", str(KORNIA / "image_classifier" / "config.yaml"), f"data_path={data}",
+                 "num_epochs=1", "batch_size=20", "--multirun", "lr=1e-3,1e-4"]) == 0
+    runs = sorted(p.parent for p in (tmp_path / "runs").rglob("experiment.yaml"))
+    assert len(runs) == 2 and runs[0].parent.parent.name == "kornia_image_classifier"
+    configs = [yaml.safe_load((r / "experiment.yaml").read_text()) for r in runs]
+    assert sorted(c["optimization"][0]["optimizer"]["params"]["lr"] for c in configs) == [0.0001, 0.001]
+    assert all(c["trainer"]["max_epochs"] == 1 and c["task"]["name"] == "ImageClassifierTrainer" for c in configs)
+    assert all("lr" not in c and "data_path" not in c for c in configs)  # the flat keys became the sections
+    summary = (runs[0].parent / "summary.csv").read_text().splitlines()
+    assert len(summary) == 3 and summary[0].startswith("job,lr,valid/accuracy")
+    assert "read as Kornia's image_classifier example" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("example", ["semantic_segmentation", "object_detection"])
+def test_kornia_examples_without_a_local_recipe_name_the_fix(example: str) -> None:
+    with pytest.raises(ConfigError, match=r"data\.TRAIN"):
+        check_experiment_file(KORNIA / example / "config.yaml")
