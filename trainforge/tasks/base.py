@@ -26,7 +26,9 @@ class Task(Trainer):
     return their metrics from ``task_metrics``; a config that names its own loss or metrics (anything
     but the Trainer's defaults ``CrossEntropyLoss`` / ``["Accuracy"]``) keeps them."""
 
-    default_loss: ClassVar[str] = "CrossEntropyLoss"
+    #: the loss a task brings when the config names none (None: the Trainer's, e.g. classification's
+    #: cross-entropy, so a YAML experiment must name it in joint_loss)
+    default_loss: ClassVar[str | None] = None
     default_loss_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, model: nn.Module, *args: Any, config: TrainingConfig | Mapping[str, Any] | None = None,
@@ -48,7 +50,7 @@ class Task(Trainer):
 
     def task_loss(self, model: nn.Module) -> tuple[str, dict[str, Any]]:
         """The loss name and parameters this task trains with by default."""
-        return self.default_loss, dict(self.default_loss_params)
+        return self.default_loss or _default("loss"), dict(self.default_loss_params)
 
     def _with_task_defaults(self, model: nn.Module, config: TrainingConfig, criterion: Any) -> TrainingConfig:
         changes: dict[str, Any] = {}

@@ -4,7 +4,7 @@ terms in train mode; mAP@0.5 and mAP@[.5:.95] through torchmetrics' ``MeanAverag
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -26,6 +26,8 @@ class ObjectDetectionTask(Task):
     - Metrics: ``detection/map`` (mAP@[.5:.95]), ``detection/map_50`` (mAP@0.5), ``detection/map_75`` and
       the size breakdown. torchvision detectors give no losses in eval mode: ``valid/loss`` is NaN.
     """
+
+    default_loss: ClassVar[str | None] = "detector"  # the detector's own loss terms (compute_loss sums them)
 
     def __init__(self, model: nn.Module, *args: Any, **trainer_args: Any) -> None:
         if trainer_args.get("criterion") is not None:

@@ -29,7 +29,7 @@ class MetricLearningTask(Task):
     ``retrieval/map_at_k`` for each ``k`` in ``top_k``, over the whole set and across processes.
     """
 
-    default_loss: ClassVar[str] = "TripletLoss"
+    default_loss: ClassVar[str | None] = "TripletLoss"
 
     def __init__(
         self,
@@ -94,7 +94,7 @@ class TripletLearnTask(MetricLearningTask):
     ['valid/loss', 'valid/retrieval/map_at_1', 'valid/retrieval/map_at_5']
     """
 
-    default_loss: ClassVar[str] = "TripletLoss"
+    default_loss: ClassVar[str | None] = "TripletLoss"
     default_loss_params: ClassVar[dict[str, Any]] = {"margin": 0.2}
 
     def compute_loss(self, outputs: dict[str, Any], batch: dict[str, Any]) -> torch.Tensor:
@@ -107,7 +107,7 @@ class PairwiseLearnTask(MetricLearningTask):
     """Contrastive loss on every pair of the batch: outputs ``emb1``, ``emb2`` and ``R`` (1 for a pair of
     one class), TorchOk's mapping for ``ContrastiveLoss``."""
 
-    default_loss: ClassVar[str] = "ContrastiveLoss"
+    default_loss: ClassVar[str | None] = "ContrastiveLoss"
     default_loss_params: ClassVar[dict[str, Any]] = {"margin": 1.0}
 
     def forward(self, batch: dict[str, Any], training: bool) -> dict[str, Any]:
@@ -138,7 +138,7 @@ class MarginLearnTask(MetricLearningTask):
     target while training); retrieval on the embeddings the head gets. The validation loss is not
     computed by default (held-out classes have no logits): ``valid/loss`` is NaN."""
 
-    default_loss: ClassVar[str] = "CrossEntropyLoss"
+    default_loss: ClassVar[str | None] = "CrossEntropyLoss"
 
     def __init__(self, model: nn.Module, *args: Any, compute_loss_on_valid: bool = False, **task_args: Any) -> None:
         if not getattr(model, "takes_target", False):

@@ -3,7 +3,7 @@ cross-entropy + Dice, ``ignore_index`` honoured by loss and metrics, mean IoU an
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -33,6 +33,8 @@ class SegmentationTask(Task):
     >>> sorted(SegmentationTask(model, cfg, valid_data=data).evaluate())
     ['valid/loss', 'valid/mean_iou']
     """
+
+    default_loss: ClassVar[str | None] = "CrossEntropyDiceLoss"
 
     def __init__(
         self,
