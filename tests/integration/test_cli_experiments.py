@@ -145,3 +145,10 @@ def test_make_demo_config_reaches_97_percent(tmp_path: Path, capsys) -> None:
     assert metrics["valid/accuracy"] >= 0.97, metrics
     out = capsys.readouterr().out
     assert "epoch 10/10" in out and "final metrics:" in out and "run folder:" in out
+
+
+def test_a_sweep_over_a_broken_config_fails_once_before_any_job(tmp_path: Path, capsys) -> None:
+    assert main(["train", "--config", DIGITS, "+trainer.max_epoch=1", "--multirun",
+                 "optimization.0.optimizer.params.lr=0.1,0.2"]) == 2
+    assert "did you mean 'max_epochs'" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
