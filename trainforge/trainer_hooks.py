@@ -392,7 +392,6 @@ class _LogWriter:
                 if figure is not None:
                     for logger in self.trainer.loggers:
                         logger.log_figure(name, figure, state.global_step)
-                    figure.clear()
 
     def on_epoch_end(self, state: State) -> None:
         if not self.images_logged:
