@@ -86,7 +86,7 @@ def test_multirun_makes_two_folders_with_different_configs(tmp_path: Path, capsy
 
 @pytest.mark.slow
 def test_optuna_sweep_of_four_trials_names_the_best(tmp_path: Path, capsys) -> None:
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    import hydra_plugins.hydra_optuna_sweeper  # noqa: F401  (the dev extra installs it: a missing sweeper fails here)
     assert main(["train", "--config", DIGITS, *QUICK, "++data.TRAIN.0.limit=320", "--multirun",
                  "hydra/sweeper=optuna", "hydra.sweeper.n_trials=4", "hydra.sweeper.sampler.seed=0",
                  "optimization.0.optimizer.params.lr=tag(log, interval(0.0001, 0.03))"]) == 0
