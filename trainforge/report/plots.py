@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 Series = tuple[Sequence[int], Sequence[float]]
+#: A title placed at a fixed height: matplotlib otherwise measures every tick label at each draw to
+#: lift the title above them, a fifth of the time of drawing a small figure.
+_TITLE_Y = 1.01
 
 
 @contextlib.contextmanager
@@ -65,8 +68,6 @@ def save_figure(figure: Figure, path: str | Path) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    finally:
-        figure.clear()  # drops the axes and their artists: fewer objects left in cycles
     return path
 
 
@@ -91,7 +92,7 @@ def curve_figure(title: str, lines: Mapping[str, Series], ylabel: str = "", log_
     for label, (steps, values) in lines.items():
         marker = "o" if len(steps) <= 30 else None
         axes.plot(list(steps), list(values), label=label, marker=marker, markersize=3, linewidth=1.5)
-    axes.set_title(title)
+    axes.set_title(title, y=_TITLE_Y)
     axes.set_xlabel("step")
     axes.set_ylabel(ylabel or title)
     if log_y:
@@ -140,7 +141,7 @@ def confusion_matrix_figure(
     axes.set_yticks(ticks, names)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
-    axes.set_title(title)
+    axes.set_title(title, y=_TITLE_Y)
     if classes <= 20:
         top = float(rates.max()) if rates.numel() else 0.0
         for row in range(classes):
@@ -167,7 +168,7 @@ def per_class_figure(class_names: Sequence[str], scores: Mapping[str, torch.Tens
     axes.set_xticks(range(classes), list(class_names), rotation=90 if classes > 8 else 0)
     axes.set_ylim(0, 1.05)
     axes.set_ylabel("score")
-    axes.set_title("per-class precision, recall and F1")
+    axes.set_title("per-class precision, recall and F1", y=_TITLE_Y)
     axes.grid(axis="y", alpha=0.3)
     axes.legend(loc="lower right")
     return figure
@@ -278,7 +279,7 @@ def metric_figure(
                   label=label if len(pairs) > 1 else None)
     axes.set_xlabel("recall" if swap else "false positive rate" if "roc" in name else "x")
     axes.set_ylabel("precision" if swap else "true positive rate" if "roc" in name else "y")
-    axes.set_title(title or name)
+    axes.set_title(title or name, y=_TITLE_Y)
     axes.grid(alpha=0.3)
     if 1 < len(pairs) <= 20:
         axes.legend(fontsize=7)
@@ -294,6 +295,6 @@ def _bars_figure(name: str, values: torch.Tensor, class_names: Sequence[str] | N
     axes.bar(range(count), values.double().tolist())
     axes.set_xticks(range(count), names, rotation=90 if count > 8 else 0)
     axes.set_xlabel("class")
-    axes.set_title(name)
+    axes.set_title(name, y=_TITLE_Y)
     axes.grid(axis="y", alpha=0.3)
     return figure
