@@ -523,8 +523,9 @@ def optimizer_mismatch(config: TrainingConfig, optimizer: Any, state: Mapping[st
     saved = next((v.get("optimizer") for k, v in callbacks.items() if k.startswith("Optimizer[")
                   and isinstance(v, Mapping)), None)
     groups = getattr(optimizer, "param_groups", None)
-    if not isinstance(saved, Mapping) or not saved.get("param_groups") or not groups or not optimizer.state_dict():
-        return []
+    if not isinstance(optimizer, torch.optim.Optimizer) or not isinstance(saved, Mapping) or not groups or not (
+            saved.get("param_groups")):
+        return []  # evaluate/predict only (no optimizer), or a checkpoint without optimizer state
     ignore = {"params", "initial_lr"}  # initial_lr: set by any lr scheduler
     saved_keys = set(saved["param_groups"][0]) - ignore
     keys = set(groups[0]) - ignore

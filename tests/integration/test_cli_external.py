@@ -108,5 +108,5 @@ def test_kornia_image_classifier_config_sweeps_lr(tmp_path, monkeypatch, capsys)
 
 @pytest.mark.parametrize("example", ["semantic_segmentation", "object_detection"])
 def test_kornia_examples_without_a_local_recipe_name_the_fix(example: str) -> None:
-    with pytest.raises(ConfigError, match="data.TRAIN"):
+    with pytest.raises(ConfigError, match=r"data\.TRAIN"):
         check_experiment_file(KORNIA / example / "config.yaml")

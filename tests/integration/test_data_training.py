@@ -100,7 +100,7 @@ def child(run_dir: str, data_dir: str, cache_dir: str) -> None:
     train = ImageFolder(data_dir, image_size=16, cache=True, cache_dir=cache_dir,
                         augment=[A.HorizontalFlip(), A.RandomBrightnessContrast(p=0.5)])
     config = quiet(Path(run_dir).parent, Path(run_dir).name, max_epochs=2, num_workers=2,
-                   checkpoint={"every_n_steps": 3, "save_last": True, "save_top_k": 1})
+                   checkpoint={"every_n_steps": 4, "save_last": True, "save_top_k": 1})
     config["metrics"] = []
     flip = BatchAugment([K.RandomVerticalFlip(), K.RandomAffine(degrees=10.0, p=0.5)])
     trainer = Trainer(small_cnn(), config, train_data=train, callbacks={"augmentations": flip})
@@ -121,21 +121,21 @@ def spawn(run_dir: Path, data_dir: Path, cache_dir: Path, fault: str | None = No
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_with_augmentation_and_cache_resumes_bit_exactly(tmp_path, folders):
+def test_sigkill_mid_epoch_with_augmentation_and_cache_resumes_bit_exactly(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
-    cache = tmp_path / "cache"
-    ImageFolder(folders[0], image_size=16, cache=True, cache_dir=cache)  # built once, before both runs read it
-    with ThreadPoolExecutor(2) as pool:  # 8 steps an epoch: step 10 is mid-epoch 2, after the step-9 checkpoint
-        runs = [pool.submit(spawn, tmp_path / "reference", folders[0], cache),
-                pool.submit(spawn, tmp_path / "killed", folders[0], cache, "kill_after_step:10")]
+    data, cache = shapes_folder(tmp_path / "data", 120, seed=2, size=16), tmp_path / "cache"
+    ImageFolder(data, image_size=16, cache=True, cache_dir=cache)  # built once, before both runs read it
+    with ThreadPoolExecutor(2) as pool:  # 4 steps an epoch: step 6 is mid-epoch 2, after the step-4 checkpoint
+        runs = [pool.submit(spawn, tmp_path / "reference", data, cache),
+                pool.submit(spawn, tmp_path / "killed", data, cache, "kill_after_step:6")]
         reference, killed = (run.result() for run in runs)
     assert reference.returncode == 0, reference.stderr[-3000:]
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    resumed = spawn(tmp_path / "killed", folders[0], cache)
+    resumed = spawn(tmp_path / "killed", data, cache)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     expected = json.loads((tmp_path / "reference" / "final.json").read_text())
-    assert json.loads((tmp_path / "killed" / "final.json").read_text()) == expected and expected["step"] == 16
+    assert json.loads((tmp_path / "killed" / "final.json").read_text()) == expected and expected["step"] == 8
 
 
 if __name__ == "__main__":

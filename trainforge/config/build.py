@@ -106,7 +106,7 @@ def _check_sections(cfg: ExperimentConfig, mode: str) -> None:
             raise ConfigError("data.TRAIN is required to train: [{dataset: {name, params}, dataloader: {batch_size}}]")
         if len(cfg.data.TRAIN) > 1:
             raise ConfigError(f"data.TRAIN has {len(cfg.data.TRAIN)} pairs; training takes one (merge the data sets)")
-        if cfg.joint_loss is None:
+        if cfg.joint_loss is None and not _has_default_loss(cfg.task.name):
             raise ConfigError("joint_loss is required to train: joint_loss: {losses: [{name: CrossEntropyLoss}]}")
         if not cfg.optimization:
             raise ConfigError("optimization is required to train: [{optimizer: {name: Adam, params: {lr: 0.001}}}]")
@@ -116,6 +116,14 @@ def _check_sections(cfg: ExperimentConfig, mode: str) -> None:
         raise ConfigError("data.PREDICT is required for trainforge predict (or +mode=predict)")
     if cfg.seed_params is not None and cfg.task.seed_params is not None:
         raise ConfigError("seed_params is given twice (top level and task.seed_params); keep one")
+
+
+def _has_default_loss(task: str) -> bool:
+    """True for a task trainer that brings its own loss (metric learning's margin heads, segmentation)."""
+    try:
+        return getattr(task_class(task), "default_loss", None) is not None
+    except RegistryError:
+        return False
 
 
 def task_class(name: str) -> type:
@@ -512,7 +520,6 @@ def to_training_config(
         "precision": _PRECISION[t.precision],
         "compile": t.compile,
         "channels_last": t.channels_last,
-        "metrics": [_metric_spec(m) for m in cfg.metrics],
         "print_steps": t.print_steps,
         "progress_bar": t.progress_bar,
         "log_every_n_steps": t.log_every_n_steps,
@@ -521,6 +528,8 @@ def to_training_config(
         "non_finite": t.non_finite,
         "load_best_model_at_end": t.load_best_model_at_end,
     }
+    if cfg.metrics:  # none: the task's own metrics (TrainingConfig's default lets the task choose)
+        values["metrics"] = [_metric_spec(m) for m in cfg.metrics]
     if cfg.task.load_checkpoint is not None:
         values["load_checkpoint"] = _load_checkpoint_options(cfg.task.load_checkpoint)
     elif mode != "train" and cfg.resume_path is not None:  # test / predict the weights of a trained run

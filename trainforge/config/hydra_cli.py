@@ -116,7 +116,6 @@ def compose(source: ConfigSource, overrides: Sequence[str]) -> tuple[dict[str, A
 def resolve(raw: dict[str, Any], source: ConfigSource) -> dict[str, Any]:
     """Interpolations resolved; a flat Kornia config becomes its example's experiment first."""
     from omegaconf import OmegaConf
-
     from omegaconf.errors import OmegaConfBaseException
 
     from .kornia import is_kornia_config, kornia_experiment, strip_flat_keys
@@ -325,6 +324,11 @@ def run_sweep(command: str, source: ConfigSource, overrides: Sequence[str], obje
     if optuna:
         _require_optuna()
     values, _ = compose(source, [o for o in overrides if not _is_sweep(o)])  # a broken base config fails once
+    from .build import check_experiment
+    from .schema import parse_experiment
+
+    base = parse_experiment(values, source=str(source.path))
+    check_experiment(base, base.mode if command == "train" else command)
     name = experiment_name(values, source)
     objective = objective or _default_objective(values)
     direction = "minimize" if "loss" in objective else "maximize"

@@ -232,8 +232,11 @@ class ResumableLoader:
         source = _SampleSeeded(dataset, seed, seeded_samples)
         # in-memory tensors in this process: batches are slices of the epoch order, gathered directly
         # (the DataLoader machinery would cost more than the gather); the batches are the same
-        self._direct = source if (source.tensors is not None and num_workers == 0 and not pin_memory
-                                  and collate_fn is collate_indexed) else None
+        # tensors already on an accelerator (the cached small-data mode) are always sliced here: workers
+        # and pinning cannot take them
+        resident = source.tensors is not None and any(t.device.type != "cpu" for t in source.tensors[0])
+        self._direct = source if (source.tensors is not None and collate_fn is collate_indexed
+                                  and (resident or (num_workers == 0 and not pin_memory))) else None
         self._loader = DataLoader(
             source,
             batch_sampler=_ListBatchSampler(self),

@@ -156,6 +156,10 @@ def build_model(
     channels = params.pop("in_channels", in_channels)
     if channels != in_channels and in_channels != 3:
         raise ConfigError(f"in_channels={in_channels} but backbone_params.in_channels={channels}; set it once")
+    head_entry = registry("heads").get(head_name) if head_name is not None else None
+    if getattr(head_entry, "is_detector", False):
+        return _build_detector(head_entry, backbone_name, params, channels, neck_name, neck_params, pooling_name,
+                               head_params, num_classes)
     neck_class = registry("necks").get(neck_name) if neck_name is not None else None
     if neck_class is not None and getattr(neck_class, "input_kind", "map") == "features":
         params.setdefault("features_only", True)
@@ -189,3 +193,25 @@ def _accepted(target: Any) -> set[str]:
     import inspect
 
     return set(inspect.signature(target).parameters)
+
+
+def _build_detector(head: Any, backbone_name: str, params: dict[str, Any], in_channels: int, neck_name: str | None,
+                    neck_params: Mapping[str, Any] | None, pooling_name: str | None,
+                    head_params: Mapping[str, Any] | None, num_classes: int | None) -> nn.Module:
+    """A torchvision detector on the backbone: its FPN is torchvision's (``neck_name`` None or "FPN",
+    whose ``out_channels`` sets the pyramid's width); no pooling."""
+    if pooling_name is not None:
+        raise ConfigError(f"{pooling_name} cannot follow {backbone_name} in a detector ({head.__name__}): "
+                          "detectors take feature maps; remove pooling_name")
+    if neck_name not in (None, "FPN"):
+        raise ConfigError(f"{head.__name__} builds its own FPN; neck_name must be None or 'FPN', got {neck_name!r}")
+    head_params = dict(head_params or {})
+    if neck_params:
+        head_params.setdefault("fpn_channels", dict(neck_params).get("out_channels", 64))
+    if num_classes is not None:
+        head_params.setdefault("num_classes", num_classes)
+    if "num_classes" not in head_params:
+        raise ConfigError(f"head {head.__name__!r} needs num_classes (background included)")
+    params["features_only"] = True
+    backbone = build_backbone(backbone_name, in_channels=in_channels, **params)
+    return head(backbone, **head_params)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from .base import Task
 from .classification import ClassificationTask, ImageClassifierTrainer
+from .detection import ObjectDetectionTask, ObjectDetectionTrainer
 from .metric_learning import MarginLearnTask, MetricLearningTask, PairwiseLearnTask, TripletLearnTask
 from .segmentation import SegmentationTask, SemanticSegmentationTrainer
 
@@ -14,6 +15,8 @@ __all__ = [
     "ImageClassifierTrainer",
     "MarginLearnTask",
     "MetricLearningTask",
+    "ObjectDetectionTask",
+    "ObjectDetectionTrainer",
     "PairwiseLearnTask",
     "SegmentationTask",
     "SemanticSegmentationTrainer",

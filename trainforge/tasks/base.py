@@ -26,16 +26,23 @@ class Task(Trainer):
     return their metrics from ``task_metrics``; a config that names its own loss or metrics (anything
     but the Trainer's defaults ``CrossEntropyLoss`` / ``["Accuracy"]``) keeps them."""
 
-    default_loss: ClassVar[str] = "CrossEntropyLoss"
+    #: the loss a task brings when the config names none (None: the Trainer's, e.g. classification's
+    #: cross-entropy, so a YAML experiment must name it in joint_loss)
+    default_loss: ClassVar[str | None] = None
     default_loss_params: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, model: nn.Module, *args: Any, **trainer_args: Any) -> None:
-        from ..trainer_args import as_keywords
+    def __init__(self, model: nn.Module, *args: Any, config: TrainingConfig | Mapping[str, Any] | None = None,
+                 callbacks: Any = None, **trainer_args: Any) -> None:
+        """The Trainer's call styles (ours, Kornia's positional order, the seeds' keyword names)."""
+        from ..trainer_args import KORNIA_ORDER, resolve_trainer_args
 
-        trainer_args = as_keywords(args, trainer_args)  # ours, Kornia's positional order, Towhee's names
-        config = trainer_args.pop("config", None)
-        config = self._with_task_defaults(model, _as_config(config), trainer_args.get("criterion"))
-        super().__init__(model, config, **trainer_args)
+        given = {name: trainer_args.pop(name, None) for name in KORNIA_ORDER}
+        given["config"] = config
+        resolved = resolve_trainer_args(args, given, trainer_args)
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        resolved["config"] = self._with_task_defaults(model, _as_config(resolved["config"]), resolved["criterion"])
+        super().__init__(model, callbacks=callbacks, **resolved)
 
     def task_metrics(self, model: nn.Module) -> list[Any]:
         """The metric specs this task reports by default (``TrainingConfig.metrics`` entries)."""
@@ -43,7 +50,7 @@ class Task(Trainer):
 
     def task_loss(self, model: nn.Module) -> tuple[str, dict[str, Any]]:
         """The loss name and parameters this task trains with by default."""
-        return self.default_loss, dict(self.default_loss_params)
+        return self.default_loss or _default("loss"), dict(self.default_loss_params)
 
     def _with_task_defaults(self, model: nn.Module, config: TrainingConfig, criterion: Any) -> TrainingConfig:
         changes: dict[str, Any] = {}

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..registry import registry
-from ..training_config import TrainingConfig  # noqa: F401 (the docstring example uses it)
+from ..training_config import TrainingConfig  # noqa: F401  (the docstring examples use it)
 from .base import Task, model_num_classes
 
 
@@ -41,7 +41,7 @@ class ClassificationTask(Task):
     def __init__(
         self,
         model: nn.Module,
-        *args: Any,  # config, or Kornia's (train_dataloader, valid_dataloader, criterion, ..., config)
+        *args: Any,
         multilabel: bool | None = None,
         label_smoothing: float = 0.0,
         mixup_alpha: float = 0.0,

@@ -5,7 +5,7 @@ validation set (``RetrievalMetrics``), typically on classes held out of training
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -13,7 +13,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..registry import registry
-from ..training_config import TrainingConfig
+from ..training_config import TrainingConfig  # noqa: F401  (the docstring examples use it)
 from .base import Task
 
 _RETRIEVAL_INPUTS = {"embeddings": "embeddings", "target": "target", "is_query": "is_query",
@@ -29,13 +29,12 @@ class MetricLearningTask(Task):
     ``retrieval/map_at_k`` for each ``k`` in ``top_k``, over the whole set and across processes.
     """
 
-    default_loss: ClassVar[str] = "TripletLoss"
+    default_loss: ClassVar[str | None] = "TripletLoss"
 
     def __init__(
         self,
         model: nn.Module,
-        config: TrainingConfig | Mapping[str, Any] | None = None,
-        *,
+        *args: Any,
         top_k: int | Sequence[int] = (1, 5),
         normalize: bool = True,
         knn_backend: str = "auto",
@@ -45,7 +44,7 @@ class MetricLearningTask(Task):
         self.top_k, self.normalize, self.knn_backend = top_k, normalize, knn_backend
         self.compute_loss_on_valid = compute_loss_on_valid
         self._composed = hasattr(model, "forward_features") and hasattr(model, "takes_target")
-        super().__init__(model, config, **trainer_args)
+        super().__init__(model, *args, **trainer_args)
 
     def task_metrics(self, model: nn.Module) -> list[Any]:
         params = {"top_k": list(self.top_k) if not isinstance(self.top_k, int) else self.top_k,
@@ -95,7 +94,7 @@ class TripletLearnTask(MetricLearningTask):
     ['valid/loss', 'valid/retrieval/map_at_1', 'valid/retrieval/map_at_5']
     """
 
-    default_loss: ClassVar[str] = "TripletLoss"
+    default_loss: ClassVar[str | None] = "TripletLoss"
     default_loss_params: ClassVar[dict[str, Any]] = {"margin": 0.2}
 
     def compute_loss(self, outputs: dict[str, Any], batch: dict[str, Any]) -> torch.Tensor:
@@ -108,7 +107,7 @@ class PairwiseLearnTask(MetricLearningTask):
     """Contrastive loss on every pair of the batch: outputs ``emb1``, ``emb2`` and ``R`` (1 for a pair of
     one class), TorchOk's mapping for ``ContrastiveLoss``."""
 
-    default_loss: ClassVar[str] = "ContrastiveLoss"
+    default_loss: ClassVar[str | None] = "ContrastiveLoss"
     default_loss_params: ClassVar[dict[str, Any]] = {"margin": 1.0}
 
     def forward(self, batch: dict[str, Any], training: bool) -> dict[str, Any]:
@@ -139,14 +138,13 @@ class MarginLearnTask(MetricLearningTask):
     target while training); retrieval on the embeddings the head gets. The validation loss is not
     computed by default (held-out classes have no logits): ``valid/loss`` is NaN."""
 
-    default_loss: ClassVar[str] = "CrossEntropyLoss"
+    default_loss: ClassVar[str | None] = "CrossEntropyLoss"
 
-    def __init__(self, model: nn.Module, config: TrainingConfig | Mapping[str, Any] | None = None, *,
-                 compute_loss_on_valid: bool = False, **task_args: Any) -> None:
+    def __init__(self, model: nn.Module, *args: Any, compute_loss_on_valid: bool = False, **task_args: Any) -> None:
         if not getattr(model, "takes_target", False):
             raise ConfigError("MarginLearnTask needs a composed model with a margin head (head_name='ArcFaceHead' "
                               "or 'CosFaceHead'); for an embedding head use TripletLearnTask or PairwiseLearnTask")
-        super().__init__(model, config, compute_loss_on_valid=compute_loss_on_valid, **task_args)
+        super().__init__(model, *args, compute_loss_on_valid=compute_loss_on_valid, **task_args)
 
     def compute_loss(self, outputs: dict[str, Any], batch: dict[str, Any]) -> torch.Tensor:
         if self._plain_criterion():

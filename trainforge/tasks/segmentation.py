@@ -3,13 +3,13 @@ cross-entropy + Dice, ``ignore_index`` honoured by loss and metrics, mean IoU an
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 
 from ..errors import ConfigError
 from ..registry import registry
-from ..training_config import TrainingConfig  # noqa: F401 (the docstring example uses it)
+from ..training_config import TrainingConfig  # noqa: F401  (the docstring examples use it)
 from .base import Task, model_num_classes
 
 
@@ -34,10 +34,12 @@ class SegmentationTask(Task):
     ['valid/loss', 'valid/mean_iou']
     """
 
+    default_loss: ClassVar[str | None] = "CrossEntropyDiceLoss"
+
     def __init__(
         self,
         model: nn.Module,
-        *args: Any,  # config, or Kornia's (train_dataloader, valid_dataloader, criterion, ..., config)
+        *args: Any,
         num_classes: int | None = None,
         ignore_index: int | None = None,
         dice_weight: float = 1.0,

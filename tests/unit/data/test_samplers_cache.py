@@ -154,3 +154,10 @@ def test_one_process_builds_while_the_other_waits(tmp_path):
 def _build_in_child(root: str, cache_dir: str) -> tuple[str, int]:
     folder = build_cache(ImageFolder(root, image_size=8), cache_dir).folder
     return str(folder), os.stat(folder / "images.npy").st_ino
+
+
+def test_device_resident_tensors_are_sliced_in_process_even_with_workers():
+    resident = torch.utils.data.TensorDataset(torch.empty(10, 3, device="meta"), torch.empty(10, device="meta"))
+    loader = ResumableLoader(resident, batch_size=4, num_workers=2, pin_memory=True)
+    batches = list(loader.iter_epoch(0))
+    assert [b["input"].device.type for b in batches] == ["meta"] * 3 and batches[2]["index"].tolist() == [8, 9]

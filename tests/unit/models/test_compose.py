@@ -15,7 +15,8 @@ from trainforge.registry import get_registry
 
 NECKS = [None, *get_registry("necks").list()]
 POOLINGS = [None, *get_registry("poolings").list()]
-HEADS = [None, *get_registry("heads").list()]
+DETECTORS = ["FCOSHead", "FasterRCNNHead", "RetinaNetHead"]
+HEADS = [None, *(h for h in get_registry("heads").list() if h not in DETECTORS)]
 OURS = ["small_cnn", "small_resnet"]
 #: one representative per library family (the whole library is a lazy source)
 LIBRARY = ["resnet18", "mobilenetv3_small_050", "torchvision.resnet18", "torchvision.mobilenet_v3_small"]
@@ -55,6 +56,7 @@ def test_registries_hold_the_parts():
     assert set(POOLINGS[1:]) == {"Pooling", "GeM", "PoolingLinear"}
     assert {"ClassificationHead", "MultiLabelHead", "LinearHead", "SegmentationHead", "ArcFaceHead",
             "CosFaceHead"} == set(HEADS[1:])
+    assert set(DETECTORS) <= set(get_registry("heads").list())
 
 
 @pytest.mark.parametrize("backbone", OURS)
@@ -180,3 +182,25 @@ def test_smallcnn_is_a_whole_classifier_backbone():
         build_model("SmallCNN", pooling_name="Pooling", num_classes=4)
     with pytest.raises(ConfigError, match="complete classifier"):
         build_model("SmallCNN", neck_name="FPN")
+
+
+@pytest.mark.parametrize("head", DETECTORS)
+@pytest.mark.parametrize("backbone", ["small_resnet", "resnet18"])
+def test_detectors_on_our_and_timm_backbones(head, backbone):
+    params = {"width": 4, "depth": 3} if backbone == "small_resnet" else {}
+    model = build_model(backbone, params, neck_name="FPN", neck_params={"out_channels": 32}, head_name=head,
+                        head_params={"image_size": 32}, num_classes=3)
+    images = torch.rand(2, 3, 32, 32)
+    targets = [{"boxes": torch.tensor([[4.0, 4.0, 20.0, 20.0]]), "labels": torch.tensor([1])},
+               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}]  # an image with no object
+    model.train()
+    losses = model(images, targets)
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+    model.eval()
+    detections = model(images)
+    assert len(detections) == 2 and set(detections[0]) == {"boxes", "labels", "scores"}
+    with pytest.raises(ConfigError, match="Pooling cannot follow"):
+        build_model(backbone, params, pooling_name="Pooling", head_name=head, num_classes=3)
+    with pytest.raises(ConfigError, match="needs num_classes"):
+        build_model(backbone, params, head_name=head)
