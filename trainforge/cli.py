@@ -22,6 +22,10 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
     if args.action == "defaults":
         print(TrainingConfig.describe())
+    elif args.action == "schema":
+        from .config import describe
+
+        print(describe(), end="")
     elif args.action == "check":
         from .config.hydra_cli import check_experiment_file, is_experiment_file
         from .config_check import check_config
@@ -113,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     config = commands.add_parser("config", help="inspect TrainingConfig settings")
     config_actions = config.add_subparsers(dest="action", metavar="ACTION", required=True)
     config_actions.add_parser("defaults", help="print every setting with its default and help")
+    config_actions.add_parser("schema", help="print every key of an experiment YAML with its default and help")
     check = config_actions.add_parser(
         "check", help="validate a TrainingConfig YAML file as training would (names, nested keys, monitors) and "
         "print it resolved",

@@ -94,7 +94,11 @@ def _weak_method(owner: Any, name: str) -> Callable[..., Any]:
     ref = weakref.ref(owner)
 
     def call(*args: Any, **kwargs: Any) -> Any:
-        return getattr(ref(), name)(*args, **kwargs)
+        owner = ref()
+        if owner is None:
+            raise ReferenceError(f"the Trainer whose {name} this is was deleted; keep a reference to it while "
+                                 "its recipe runs")
+        return getattr(owner, name)(*args, **kwargs)
 
     call.__name__ = call.__qualname__ = name
     return call

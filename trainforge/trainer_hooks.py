@@ -330,6 +330,7 @@ class _LogWriter:
         self.images_logged = False
         self._lr_steps: list[tuple[int, float]] = []
         self._lr_loggers: list[Any] | None = None  # decided at the first step: the loggers are built by then
+        self._optimizer_steps = 0
 
     def _flush_lr(self) -> None:
         pending, self._lr_steps = self._lr_steps, []
@@ -342,9 +343,12 @@ class _LogWriter:
             from .loggers import TensorBoardLogger
 
             self._lr_loggers = [x for x in self.trainer.loggers if isinstance(x, TensorBoardLogger)]
-        lr = state.metrics.get("lr")
-        if self._lr_loggers and lr is not None:
-            self._lr_steps.append((state.global_step, lr))
+        steps = state.extra.get("optimizer_steps", 0)
+        if self._lr_loggers and steps != self._optimizer_steps:  # accumulating: only when the optimizer stepped
+            self._optimizer_steps = steps
+            lr = state.metrics.get("lr")  # an optimizer built without an lr reports none
+            if lr is not None:
+                self._lr_steps.append((state.global_step, lr))
 
     def _log(self, state: State, names: Iterable[str], phase: str) -> None:
         metrics = {k: state.metrics[k] for k in names if k in state.metrics}

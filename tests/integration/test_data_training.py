@@ -80,9 +80,8 @@ def test_timm_model_fine_tuned_on_an_image_folder(tmp_path, folders):
     config = quiet(tmp_path, "timm", max_epochs=6, lr=3e-3)
     config["report"] = True
     trainer = Trainer(model, config, train_data=train, valid_data=valid)
-    if trainer.class_names is None:  # until the Trainer reads a data set's classes itself
-        trainer.class_names = list(train.classes)
     trainer.fit()
+    assert trainer.class_names == list(SHAPE_CLASSES) == train.classes  # read from the data set's classes
     accuracy = trainer.evaluate()["valid/accuracy"]
     assert accuracy > 0.6, accuracy
     page = (tmp_path / "timm" / "report" / "index.html").read_text()

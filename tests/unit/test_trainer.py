@@ -472,3 +472,15 @@ def test_joint_loss_terms_are_logged_as_train_and_valid_loss_tags(tmp_path, smal
     assert {"train/loss/cross_entropy", "train/loss/smooth", "valid/loss/cross_entropy", "valid/loss/smooth"} <= logged
     assert any(r["step"] == 2 and "train/loss/smooth" in r["metrics"] for r in records)  # at the logging cadence
     assert (tmp_path / "run" / "report" / "curve_loss_smooth.png").is_file()
+
+
+def test_a_recipe_outliving_its_trainer_says_so(tmp_path, small):
+    import gc
+
+    trainer = Trainer(mlp(), cfg(tmp_path), train_data=small[0])
+    trainer.fit()
+    recipe = trainer.recipe
+    del trainer
+    gc.collect()
+    with pytest.raises(ReferenceError, match=r"keep a reference to it|no longer exists"):
+        recipe.run(2)  # one more epoch

@@ -324,6 +324,11 @@ def run_sweep(command: str, source: ConfigSource, overrides: Sequence[str], obje
     if optuna:
         _require_optuna()
     values, _ = compose(source, [o for o in overrides if not _is_sweep(o)])  # a broken base config fails once
+    from .build import check_experiment
+    from .schema import parse_experiment
+
+    base = parse_experiment(values, source=str(source.path))
+    check_experiment(base, base.mode if command == "train" else command)
     name = experiment_name(values, source)
     objective = objective or _default_objective(values)
     direction = "minimize" if "loss" in objective else "maximize"

@@ -254,7 +254,9 @@ class ExperimentConfig:
     data: DataSection = _field(REQUIRED, "data per phase: {TRAIN: [...], VALID: [...], TEST: [...], PREDICT: [...]}")
     trainer: TrainerSection = _field(TrainerSection(), "max_epochs, accelerator, precision, ...")
     optimization: list[OptimizationPair] = _field([], "optimizer / scheduler pairs (required to train)")
-    joint_loss: JointLossSection | None = _field(None, "the loss terms (required to train)")
+    joint_loss: JointLossSection | None = _field(
+        None, "the loss terms (required to train, unless the task has its own: ClassificationTask, MarginLearnTask...)"
+    )
     metrics: list[MetricSection] = _field([], "metrics by name: [{name, params, mapping, phases, tag}]")
     callbacks: list[Component] = _field([], "callbacks by name: [{name, params}] (trainforge ls callbacks)")
     logger: LoggerSection | None = _field(None, "a logger besides metrics.jsonl: {name, params}")

@@ -59,7 +59,8 @@ CASES = [
     ("unknown data set", _set("data.TRAIN.0.dataset.name", "Digts"), ["data.TRAIN[0].dataset.name", "Digts"]),
     ("missing task", _set("task", _DELETE), ["task is required", "{name, params}"]),
     ("missing data", _set("data", _DELETE), ["data is required"]),
-    ("missing loss to train", _set("joint_loss", _DELETE), ["joint_loss is required to train", "CrossEntropyLoss"]),
+    ("missing loss to train", lambda cfg: (cfg.pop("joint_loss"), cfg["task"].update(name="Trainer")),
+     ["joint_loss is required to train", "CrossEntropyLoss"]),  # the plain Trainer brings no loss of its own
     ("missing optimization", _set("optimization", _DELETE), ["optimization is required to train", "lr"]),
     ("missing TRAIN data", _set("data.TRAIN", _DELETE), ["data.TRAIN is required to train"]),
     ("missing name", _set("metrics.0.name", _DELETE), ["metrics[0].name is required"]),

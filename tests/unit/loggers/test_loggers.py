@@ -375,3 +375,18 @@ def test_learning_rate_reaches_tensorboard_at_every_optimizer_step_through_fit(t
     values = [e.value for e in lr]
     assert values[:5] == pytest.approx([0.01 * k / 5 for k in range(1, 6)], rel=1e-5)  # the warm-up
     assert values[-1] == pytest.approx(0.0, abs=1e-9)  # linear decay to zero at the last step
+
+
+def test_learning_rate_in_tensorboard_once_per_optimizer_step_when_accumulating(tmp_path, digits):
+    from helpers import cfg, mlp
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.data import Subset
+
+    from trainforge import Trainer
+
+    config = cfg(tmp_path, tensorboard=True, batch_size=32, accumulate_grad_batches=2, scheduler="linear",
+                 warmup_steps=2)
+    Trainer(mlp(), config, train_data=Subset(digits[0], range(256))).fit()
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("lr")] == [2, 4, 6, 8]  # 8 batches, 4 optimizer steps
