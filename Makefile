@@ -27,6 +27,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/overhead.py
 	$(PY) bench/import_time.py
+	$(PY) bench/defaults.py
+	$(PY) bench/data.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

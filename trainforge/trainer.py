@@ -126,6 +126,7 @@ class Trainer:
     >>> train, valid = load_digits_split()
     >>> cfg = TrainingConfig(max_epochs=1, batch_size=64, lr=0.01, scheduler="constant",
     ...                      output_dir=tempfile.mkdtemp(), print_steps=1000, tensorboard=False, report=False)
+    >>> _ = torch.manual_seed(0)  # the model's initial weights: independent of what ran before
     >>> trainer = Trainer(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), cfg, train_data=train, valid_data=valid)
     >>> metrics = trainer.fit().metrics  # doctest: +ELLIPSIS
     epoch 1/1 done | ...
