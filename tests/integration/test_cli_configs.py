@@ -57,6 +57,8 @@ def _overrides(name: str, tmp: Path) -> list[str]:
                 f"data.VALID.0.dataset.params.root={root / 'valid'}",
                 "data.TRAIN.0.dataset.params.image_size=32", "data.VALID.0.dataset.params.image_size=32",
                 "data.TRAIN.0.dataloader.num_workers=0", "data.VALID.0.dataloader.num_workers=0"]
+    if name == "detection_shapes":
+        return ["data.TRAIN.0.dataset.params.num_samples=16", "data.VALID.0.dataset.params.num_samples=8"]
     if name == "classification_cifar10":
         root = _cifar(tmp / "cifar")
         return [f"data.TRAIN.0.dataset.params.root={root}", f"data.VALID.0.dataset.params.root={root}",
