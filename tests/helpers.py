@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
 from torch import nn
 
 from trainforge import TrainingConfig
+
+#: The seed systems' real files: ``shared/external`` beside the checkout (as on every developer machine and in
+#: CI), or TRAINFORGE_EXTERNAL. Missing files fail the tests that read them: they are never skipped.
+EXTERNAL = Path(os.environ.get("TRAINFORGE_EXTERNAL") or Path(__file__).resolve().parents[2] / "shared" / "external")
 
 
 def cfg(tmp_path, **overrides) -> TrainingConfig:

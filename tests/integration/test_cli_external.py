@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from helpers import EXTERNAL
 
 from trainforge.cli import main
 from trainforge.config.hydra_cli import check_experiment_file
 from trainforge.errors import ConfigError
 
-TORCHOK = Path("/work/shared/external/torchok")
-KORNIA = Path("/work/shared/external/kornia")
-pytestmark = pytest.mark.skipif(not TORCHOK.is_dir(), reason="the reference configs are not on this machine")
+TORCHOK = EXTERNAL / "torchok"
+KORNIA = EXTERNAL / "kornia"
 
 #: config -> None (loads as it is) or the words its error must contain: the key path and the fix.
 EXPECTED = {

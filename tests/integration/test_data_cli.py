@@ -9,11 +9,12 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "unit" / "data"))
+from helpers import EXTERNAL
 from imagegen import image_folder, truncated_jpeg
 
 from trainforge.cli import main
 
-TORCHOK = Path("/work/shared/external/torchok/test_data")
+TORCHOK = EXTERNAL / "torchok" / "test_data"
 
 
 def test_validate_lists_every_bad_file_and_fails(tmp_path, capsys):

@@ -3,14 +3,13 @@ YAML, nested keys, out-of-range values, and Towhee's names, ``tensorboard`` dict
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from helpers import EXTERNAL
 
 from trainforge import TrainingConfig
 from trainforge.errors import ConfigError
 
-TOWHEE = Path("/work/shared/external/towhee")
+TOWHEE = EXTERNAL / "towhee"
 
 
 def test_python_typo_is_a_config_error_with_the_close_match():

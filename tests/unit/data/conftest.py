@@ -7,6 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-EXTERNAL = Path("/work/shared/external")
+from helpers import EXTERNAL
+
 TORCHOK = EXTERNAL / "torchok" / "test_data"
 TOWHEE = EXTERNAL / "towhee" / "kaggle_dataset_small"

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import EXTERNAL
 from imagegen import image_folder, save_image, write_csv
 from PIL import Image
 
@@ -12,8 +13,8 @@ from trainforge.data import ImageClassificationDataset, ImageFolder, read_image,
 from trainforge.errors import ConfigError, CorruptImageError, DatasetError
 from trainforge.registry import get_registry
 
-TORCHOK = Path("/work/shared/external/torchok/test_data")
-TOWHEE = Path("/work/shared/external/towhee/kaggle_dataset_small/train")
+TORCHOK = EXTERNAL / "torchok" / "test_data"
+TOWHEE = EXTERNAL / "towhee" / "kaggle_dataset_small" / "train"
 
 
 # -- reading ---------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import albumentations as A
 import numpy as np
 import pytest
 import torch
+from helpers import EXTERNAL
 from imagegen import save_image, write_csv
 from PIL import Image
 
@@ -19,7 +20,7 @@ from trainforge.data import (
 )
 from trainforge.errors import DatasetError
 
-TORCHOK = Path("/work/shared/external/torchok/test_data")
+TORCHOK = EXTERNAL / "torchok" / "test_data"
 SEG = TORCHOK / "data" / "segmentation_data"
 
 
