@@ -1,0 +1,89 @@
+"""The vision tasks' report sections, through ``Task.fit()`` on generated shapes: the page names the
+section, its PNG decodes with the laid-out size, and its pixels show what the saved data says (mask
+colours where the model predicts each class, green / red frames as many as right / wrong neighbours,
+box outlines where the boxes are); a classification run's report has none of these sections."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from trainforge import TrainingConfig
+from trainforge.data.shapes import ShapesClassification, ShapesSegmentation
+from trainforge.models import build_model
+from trainforge.report import SEGMENTATION_FILE, load_segmentation_samples
+from trainforge.report import tasks as task_sections
+from trainforge.tasks import ClassificationTask, SegmentationTask
+
+
+def _config(tmp_path, **changes):
+    base = dict(max_epochs=2, batch_size=16, lr=3e-3, seed=0, output_dir=str(tmp_path), tensorboard=False,
+                progress_bar=False, checkpoint=None)
+    return TrainingConfig(**{**base, **changes})
+
+
+def _blend(base: np.ndarray, colors: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Half the image, half the class colour, background (class 0) left as it is: what an overlaid mask
+    pixel must be (computed here, apart from the drawing code)."""
+    blended = np.round(0.5 * base.astype(np.float64) + 0.5 * colors[classes])
+    return np.where((classes == 0)[..., None], base, blended).astype(np.int64)
+
+
+def test_segmentation_report_shows_predicted_and_true_masks(tmp_path):
+    train = ShapesSegmentation(96, image_size=16, seed=0)
+    valid = ShapesSegmentation(12, image_size=16, seed=1)
+    torch.manual_seed(0)
+    model = build_model("small_cnn", {"width": 8, "depth": 2}, neck_name="UNetDecoder", head_name="SegmentationHead",
+                        num_classes=len(train.classes))
+    SegmentationTask(model, _config(tmp_path, max_epochs=4, lr=1e-2), train_data=train, valid_data=valid).fit()
+    page = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
+    assert "Segmentation: predicted masks" in page and "segmentation_samples.png" in page
+    data = load_segmentation_samples(tmp_path / SEGMENTATION_FILE)
+    count = SegmentationTask.report_samples
+    assert data["images"].shape == (count, 3, 16, 16) and data["class_names"] == list(train.classes)
+    assert torch.equal(data["targets"], valid.masks[:count])  # the first validation images, unshuffled
+    predicted = set(data["predictions"].unique().tolist())
+    foreground = data["targets"] > 0
+    found = (data["predictions"] > 0) & foreground
+    assert len(predicted) >= 2 and found.sum() >= 0.3 * foreground.sum(), (predicted, int(found.sum()))
+
+    png = Image.open(tmp_path / "report" / "segmentation_samples.png")
+    png.load()
+    scale, cell_w, cell_h = task_sections.segmentation_geometry(16, 16)
+    width = 3 * cell_w
+    assert png.size == (width, task_sections.HEADER + count * cell_h
+                        + task_sections.legend_height(task_sections.legend_names(list(train.classes)), width))
+    pixels = np.asarray(png.convert("RGB")).astype(np.int64)
+    colors = np.asarray(task_sections.palette(len(train.classes)), dtype=np.float64)
+    for row in range(count):
+        base = np.round(data["images"][row].permute(1, 2, 0).numpy() * 255)
+        base = base.repeat(scale, 0).repeat(scale, 1)
+        for column, mask in ((0, None), (1, data["targets"][row]), (2, data["predictions"][row])):
+            left, top = column * cell_w + task_sections.PAD, task_sections.HEADER + row * cell_h + task_sections.PAD
+            panel = pixels[top:top + 16 * scale, left:left + 16 * scale]
+            if mask is None:
+                assert np.abs(panel - base).max() <= 1  # the plain image
+                continue
+            classes = mask.numpy().repeat(scale, 0).repeat(scale, 1)
+            assert np.abs(panel - _blend(base, colors, classes)).max() <= 1, (row, column)
+    # the legend names every class next to its swatch colour
+    legend = pixels[task_sections.HEADER + count * cell_h:]
+    for color in task_sections.palette(len(train.classes))[1:]:
+        assert (legend == np.asarray(color)).all(-1).any(), color
+
+
+TASK_TITLES = ("Segmentation: predicted masks", "Retrieval: nearest gallery neighbours", "Detection: predicted boxes")
+
+
+def test_classification_report_has_no_task_sections(tmp_path):
+    train = ShapesClassification(48, image_size=16, seed=0)
+    torch.manual_seed(0)
+    model = build_model("small_cnn", {"width": 4, "depth": 2}, pooling_name="Pooling", head_name="ClassificationHead",
+                        num_classes=len(train.classes))
+    ClassificationTask(model, _config(tmp_path, max_epochs=1), train_data=train, valid_data=train).fit()
+    page = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
+    assert "Validation samples" in page  # the classification grids are still there
+    assert not any(title in page for title in TASK_TITLES)
+    assert not list((tmp_path / "report").glob("segmentation_*.png")) + list((tmp_path / "report").glob("retrieval_*"))
+    assert not (tmp_path / "report" / "data" / "segmentation.pt").exists()
