@@ -10,11 +10,17 @@ import torch
 from PIL import Image
 
 from trainforge import TrainingConfig
-from trainforge.data.shapes import ShapesClassification, ShapesSegmentation
+from trainforge.data.shapes import ShapesClassification, ShapesRetrieval, ShapesSegmentation
 from trainforge.models import build_model
-from trainforge.report import SEGMENTATION_FILE, load_segmentation_samples
+from trainforge.report import (
+    RETRIEVAL_FILE,
+    SEGMENTATION_FILE,
+    display_images,
+    load_retrieval_samples,
+    load_segmentation_samples,
+)
 from trainforge.report import tasks as task_sections
-from trainforge.tasks import ClassificationTask, SegmentationTask
+from trainforge.tasks import ClassificationTask, SegmentationTask, TripletLearnTask
 
 
 def _config(tmp_path, **changes):
@@ -87,3 +93,59 @@ def test_classification_report_has_no_task_sections(tmp_path):
     assert not any(title in page for title in TASK_TITLES)
     assert not list((tmp_path / "report").glob("segmentation_*.png")) + list((tmp_path / "report").glob("retrieval_*"))
     assert not (tmp_path / "report" / "data" / "segmentation.pt").exists()
+
+
+def test_retrieval_report_marks_each_neighbour_right_or_wrong(tmp_path):
+    train = ShapesRetrieval("train", samples_per_class=24, image_size=16, seed=0)
+    valid = ShapesRetrieval("valid", samples_per_class=12, queries_per_class=4, image_size=16, seed=0)
+    torch.manual_seed(0)
+    model = build_model("small_cnn", {"width": 8, "depth": 2}, pooling_name="GeM", head_name="LinearHead",
+                        head_params={"out_channels": 16})
+    task = TripletLearnTask(model, _config(tmp_path, batch_size=48), train_data=train, valid_data=valid)
+    task.fit()
+    page = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
+    assert "Retrieval: nearest gallery neighbours" in page and "retrieval_neighbours.png" in page
+    data = load_retrieval_samples(tmp_path / RETRIEVAL_FILE)
+    count, k = TripletLearnTask.report_queries, TripletLearnTask.report_neighbours
+    assert data["neighbour_targets"].shape == (count, k) and data["class_names"] == list(valid.classes)
+
+    # the saved neighbours are the model's: cosine k-NN over the gallery, computed here apart
+    model.eval()
+    with torch.no_grad():
+        embeddings = torch.nn.functional.normalize(model(valid.images), dim=1)
+    queries = valid.is_query.nonzero().squeeze(1)[:count]
+    gallery = valid.is_gallery.nonzero().squeeze(1)
+    best = (embeddings[queries] @ embeddings[gallery].T).topk(k, dim=1).values
+    nearest = data["neighbour_indices"]
+    assert torch.equal(data["query_indices"], queries) and torch.equal(data["query_targets"], valid.targets[queries])
+    assert bool(valid.is_gallery[nearest].all()) and not bool((nearest == queries[:, None]).any())
+    # as near as the k nearest (a near tie may swap two, as batch sizes change the last float bits)
+    similarity = (embeddings[queries][:, None] * embeddings[nearest]).sum(-1)
+    assert torch.allclose(similarity, best, atol=1e-4)
+    assert torch.equal(data["neighbour_targets"], valid.targets[nearest])
+    shown = display_images(valid.images[nearest].flatten(0, 1)).reshape(count, k, 3, 16, 16)
+    assert torch.allclose(data["neighbour_images"], shown) and torch.allclose(
+        data["query_images"], display_images(valid.images[queries]))
+    correct = valid.targets[nearest] == valid.targets[queries][:, None]
+    assert torch.equal(data["correct"], correct)
+    right = int(correct.sum())
+    assert 0 < right < count * k  # both frames are drawn
+    assert f"{right} of {count * k} neighbours shown are right" in page
+
+    png = Image.open(tmp_path / "report" / "retrieval_neighbours.png")
+    png.load()
+    _, cell_w, cell_h = task_sections.retrieval_geometry(16, 16)
+    assert png.size == ((k + 1) * cell_w, count * cell_h)
+    pixels = np.asarray(png.convert("RGB"))
+    frames = {"query": 0, "right": 0, "wrong": 0}
+    colors = {"query": task_sections.QUERY_COLOR, "right": task_sections.RIGHT_COLOR,
+              "wrong": task_sections.WRONG_COLOR}
+    for row in range(count):
+        for column in range(k + 1):
+            left, top = column * cell_w + task_sections.PAD, row * cell_h + task_sections.PAD
+            frame = tuple(int(v) for v in pixels[top + 1, left + 1])  # inside the frame, outside the image
+            kind = next(name for name, color in colors.items() if frame == color)
+            frames[kind] += 1
+            if column:
+                assert kind == ("right" if correct[row, column - 1] else "wrong"), (row, column)
+    assert frames == {"query": count, "right": right, "wrong": count * k - right}

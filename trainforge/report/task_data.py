@@ -100,11 +100,13 @@ def load_segmentation_samples(path: str | Path) -> dict[str, Any]:
 def save_retrieval_samples(
     run_dir: str | Path, query_images: torch.Tensor, query_targets: torch.Tensor,
     neighbour_images: torch.Tensor, neighbour_targets: torch.Tensor, class_names: Sequence[str] | None = None,
-    weights: str | None = None,
+    weights: str | None = None, query_indices: torch.Tensor | None = None,
+    neighbour_indices: torch.Tensor | None = None,
 ) -> Path:
     """Write ``run_dir/report/data/retrieval.pt``: ``query_images`` ``(Q, C, H, W)`` and their group labels
     ``(Q,)``; the images ``(Q, K, C, H, W)`` and labels ``(Q, K)`` of each query's ``K`` nearest gallery
-    items, nearest first (label ``-1``: no neighbour, the gallery was smaller than ``K``).
+    items, nearest first (label ``-1``: no neighbour, the gallery was smaller than ``K``); optionally
+    their sample indices in the validation set (``query_indices`` ``(Q,)``, ``neighbour_indices`` ``(Q, K)``).
 
     >>> import tempfile
     >>> path = save_retrieval_samples(tempfile.mkdtemp(), torch.rand(1, 3, 4, 4), torch.tensor([0]),
@@ -118,7 +120,10 @@ def save_retrieval_samples(
             "query_targets": query_targets.detach().long().cpu().contiguous(),
             "neighbour_images": display_images(neighbour_images.flatten(0, 1)).reshape(neighbour_images.shape),
             "neighbour_targets": neighbour_targets.detach().long().cpu().contiguous(),
-            "class_names": _names(class_names, count), "weights": None if weights is None else str(weights)}
+            "class_names": _names(class_names, count), "weights": None if weights is None else str(weights),
+            "query_indices": None if query_indices is None else query_indices.detach().long().cpu().contiguous(),
+            "neighbour_indices": None if neighbour_indices is None else
+            neighbour_indices.detach().long().cpu().contiguous()}
     _check_retrieval(data, "save_retrieval_samples")
     return _save_atomic(data, Path(run_dir) / RETRIEVAL_FILE)
 
