@@ -8,19 +8,28 @@ from __future__ import annotations
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader
 
 from trainforge import TrainingConfig
-from trainforge.data.shapes import ShapesClassification, ShapesRetrieval, ShapesSegmentation
+from trainforge.data.shapes import (
+    ShapesClassification,
+    ShapesDetection,
+    ShapesRetrieval,
+    ShapesSegmentation,
+    collate_detection,
+)
 from trainforge.models import build_model
 from trainforge.report import (
+    DETECTION_FILE,
     RETRIEVAL_FILE,
     SEGMENTATION_FILE,
     display_images,
+    load_detection_samples,
     load_retrieval_samples,
     load_segmentation_samples,
 )
 from trainforge.report import tasks as task_sections
-from trainforge.tasks import ClassificationTask, SegmentationTask, TripletLearnTask
+from trainforge.tasks import ClassificationTask, ObjectDetectionTask, SegmentationTask, TripletLearnTask
 
 
 def _config(tmp_path, **changes):
@@ -149,3 +158,54 @@ def test_retrieval_report_marks_each_neighbour_right_or_wrong(tmp_path):
             if column:
                 assert kind == ("right" if correct[row, column - 1] else "wrong"), (row, column)
     assert frames == {"query": count, "right": right, "wrong": count * k - right}
+
+
+def test_detection_report_draws_predicted_and_true_boxes(tmp_path):
+    train, valid = ShapesDetection(48, image_size=32, seed=0), ShapesDetection(8, image_size=32, seed=1)
+    torch.manual_seed(0)
+    model = build_model("small_resnet", {"width": 8, "depth": 3}, head_name="FCOSHead", head_params={"image_size": 32},
+                        num_classes=len(train.classes))
+    task = ObjectDetectionTask(model, _config(tmp_path, batch_size=8, eval_strategy="no"),
+                               train_data=DataLoader(train, batch_size=8, shuffle=True, collate_fn=collate_detection),
+                               valid_data=DataLoader(valid, batch_size=8, collate_fn=collate_detection))
+    task.report_score_threshold = 0.05  # two short epochs: scores are still low
+    task.fit()
+    page = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
+    assert "Detection: predicted boxes" in page and "detection_samples.png" in page
+    data = load_detection_samples(tmp_path / DETECTION_FILE)
+    count = ObjectDetectionTask.report_samples
+    assert data["images"].shape == (count, 3, 32, 32) and data["score_threshold"] == 0.05
+    for index in range(count):
+        assert torch.equal(data["true_boxes"][index], valid.targets[index]["boxes"])
+        scores = data["pred_scores"][index]
+        assert bool((scores >= 0.05).all()) and torch.equal(scores, scores.sort(descending=True).values)
+        assert len(scores) <= 10  # the best ten of each image
+    predicted = sum(len(b) for b in data["pred_boxes"])
+    assert predicted > 0 and f"{predicted} predicted and" in page
+
+    png = Image.open(tmp_path / "report" / "detection_samples.png")
+    png.load()
+    scale, cell_w, cell_h = task_sections.detection_geometry(32, 32)
+    columns = task_sections.DETECTION_COLUMNS
+    assert png.size == (columns * cell_w, -(-count // columns) * cell_h)
+    pixels = np.asarray(png.convert("RGB"))
+
+    def bottom_edge(index, box):
+        """The pixels of a box's bottom outline in the grid."""
+        left, top = (index % columns) * cell_w + task_sections.PAD, (index // columns) * cell_h + task_sections.PAD
+        x0, _, x1, y1 = (min(max(round(float(v) * scale), 0), 32 * scale) for v in box)
+        return pixels[top + max(y1 - 1, 0), left + x0:left + max(x1, x0 + 1)]
+
+    def share(edge, *colors):
+        return float(np.stack([(edge == np.asarray(c)).all(-1) for c in colors]).any(0).mean())
+
+    white = (255, 255, 255)  # the labels' background
+    magenta, green = task_sections.PRED_BOX_COLOR, task_sections.TRUE_BOX_COLOR
+    pred_edges = [bottom_edge(i, box) for i in range(count) for box in data["pred_boxes"][i]]
+    true_edges = [bottom_edge(i, box) for i in range(count) for box in data["true_boxes"][i]]
+    assert pred_edges and true_edges
+    # predicted boxes are drawn over the true ones, only their labels (magenta on white) over them
+    assert min(share(edge, magenta, white) for edge in pred_edges) == 1.0
+    assert np.mean([share(edge, magenta) for edge in pred_edges]) > 0.5
+    assert min(share(edge, green, magenta, white) for edge in true_edges) == 1.0
+    assert np.mean([share(edge, green) for edge in true_edges]) > 0.2  # two-epoch predictions cover many

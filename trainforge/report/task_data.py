@@ -161,7 +161,7 @@ def load_retrieval_samples(path: str | Path) -> dict[str, Any]:
 def save_detection_samples(
     run_dir: str | Path, images: torch.Tensor, predictions: Sequence[dict[str, torch.Tensor]],
     targets: Sequence[dict[str, torch.Tensor]], class_names: Sequence[str] | None, score_threshold: float,
-    max_boxes: int = 20, weights: str | None = None,
+    max_boxes: int = 10, weights: str | None = None,
 ) -> Path:
     """Write ``run_dir/report/data/detection.pt``: ``images`` ``(N, C, H, W)``, each image's predicted
     boxes with a score >= ``score_threshold`` (the ``max_boxes`` best) and its true boxes, xyxy pixels.

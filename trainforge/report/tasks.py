@@ -294,6 +294,7 @@ def draw_detection(data: dict[str, Any], path: Path) -> Path:
     rows = max(1, -(-count // columns))
     canvas = Image.new("RGB", (columns * cell_w, rows * cell_h), "white")
     draw = ImageDraw.Draw(canvas)
+    draw.fontmode = "1"  # labels in the box colour only (no blended edges), readable over any image
     font = _font(10)
     pixels = to_uint8(images, scale)
     shown_w, shown_h = width * scale, height * scale
@@ -309,7 +310,9 @@ def draw_detection(data: dict[str, Any], path: Path) -> Path:
             label = int(label)
             texts.append((corners, f"{names[label] if 0 <= label < len(names) else label} {float(score):.2f}"))
         for corners, text in texts:  # after every box, so no outline hides a label
-            x, y = corners[0] + 3, corners[1] + 3
+            x, y = corners[0], corners[1] - 11  # above the box; inside it when the image's top is too near
+            if y < top:
+                y = corners[1] + 3
             draw.rectangle(draw.textbbox((x, y), text, font=font), fill=(255, 255, 255))
             draw.text((x, y), text, fill=PRED_BOX_COLOR, font=font)
     _save_png(canvas, path)
