@@ -5,7 +5,10 @@ box outlines where the boxes are); a classification run's report has none of the
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
@@ -209,3 +212,33 @@ def test_detection_report_draws_predicted_and_true_boxes(tmp_path):
     assert np.mean([share(edge, magenta) for edge in pred_edges]) > 0.5
     assert min(share(edge, green, magenta, white) for edge in true_edges) == 1.0
     assert np.mean([share(edge, green) for edge in true_edges]) > 0.2  # two-epoch predictions cover many
+
+
+def test_damaged_or_malicious_task_data_fails_only_its_section(tmp_path):
+    from trainforge.loggers import JsonlLogger
+    from trainforge.report import build_report, save_segmentation_samples
+
+    with JsonlLogger(tmp_path / "metrics.jsonl") as logger:
+        logger.log_metrics({"train/loss": 1.0}, step=1)
+    path = save_segmentation_samples(tmp_path, torch.rand(2, 3, 8, 8), torch.zeros(2, 8, 8), torch.ones(2, 8, 8),
+                                     ["background", "circle"], 2)
+    data = torch.load(path, weights_only=True)
+    data["predictions"] = torch.zeros(2, 4, 4, dtype=torch.long)  # the wrong size
+    torch.save(data, path)
+    with pytest.warns(UserWarning, match="segmentation"):
+        page = build_report(tmp_path).read_text(encoding="utf-8")
+    assert "segmentation (failed)" in page and "segmentation.pt" in page and "predictions must be" in page
+    assert "Summary" in page  # the rest of the report is built
+    with pytest.raises(ValueError, match=r"segmentation\.pt"):
+        build_report(tmp_path, strict=True)
+    path.unlink()
+
+    class Planted:  # a pickle that would run code when loaded without weights_only
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "pwned",))
+
+    torch.save({"images": Planted()}, tmp_path / RETRIEVAL_FILE)
+    with pytest.warns(UserWarning, match="retrieval"):
+        page = build_report(tmp_path).read_text(encoding="utf-8")
+    assert "retrieval (failed)" in page and "Weights only load failed" in page
+    assert not (tmp_path / "pwned").exists()

@@ -116,6 +116,8 @@ class MetricLearningTask(Task):
         offset = 0
         for batch in loader:  # the second pass keeps only the images shown
             x = batch["input"]
+            if not isinstance(x, torch.Tensor) or x.dim() != 4:
+                return  # not images (vectors, tokens): nothing to draw
             for position in range(offset, offset + len(x)):
                 if position in wanted:
                     images[position] = x[position - offset].detach().float().cpu()
