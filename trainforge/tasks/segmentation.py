@@ -89,9 +89,12 @@ class SegmentationTask(Task):
             if take <= 0:
                 break
             batch = self.runtime.to_device(batch)
-            logits = self.forward(batch, training=False)["output"][:take]
+            logits = self.forward(batch, training=False)["output"][:take].float()
+            target = batch["target"][:take]
+            if logits.shape[-2:] != target.shape[-2:]:  # a model that predicts at a coarser resolution
+                logits = torch.nn.functional.interpolate(logits, size=target.shape[-2:], mode="bilinear")
             images.append(batch["input"][:take].cpu())
-            targets.append(batch["target"][:take].cpu())
+            targets.append(target.cpu())
             predictions.append(logits.argmax(1).cpu())
             kept += len(logits)
         if kept:
