@@ -575,7 +575,7 @@ class Trainer:
         grow with the data set). Under DDP rank 0 alone runs it, on the unwrapped model (no collective)
         and over the whole data set (not its shard).
         """
-        from .report import save_classification_samples, save_metric_values
+        from .report import save_metric_values
 
         if self.last_non_scalar_metrics:
             evaluated = "EMA weights" if self.ema is not None else "last weights"
@@ -588,12 +588,22 @@ class Trainer:
         self.model.eval()
         try:
             with self._ema_weights():
-                batches = (self._report_batch(self.runtime.to_device(batch)) for batch in loader)
-                save_classification_samples(self.run_dir, batches, self.class_names, seed=self.config.seed,
-                                            weights=self._report_weights())
+                self.save_report_samples(loader)
         finally:
             self._model_fn = model_fn
             self.model.train(was_training)
+
+    def save_report_samples(self, loader: Any) -> None:
+        """Write this task's sample data for the report from the validation ``loader`` (batches not yet on
+        the device). Called at the end of ``fit`` on rank 0 only, in eval mode, on the unwrapped model
+        with the EMA weights swapped in, under ``torch.no_grad``. The default keeps classification
+        samples (nothing for other outputs); a task trainer overrides it to save its own (bounded) data.
+        """
+        from .report import save_classification_samples
+
+        batches = (self._report_batch(self.runtime.to_device(batch)) for batch in loader)
+        save_classification_samples(self.run_dir, batches, self.class_names, seed=self.config.seed,
+                                    weights=self._report_weights())
 
     def _report_weights(self) -> str:
         """Which weights the report's validation pass uses: the best checkpoint's (when loaded at the end)

@@ -13,7 +13,10 @@ from html import escape
 from pathlib import Path
 
 from ..errors import ConfigError
-from . import builtin  # noqa: F401  (registers the built-in sections)
+from . import (
+    builtin,  # noqa: F401  (registers the built-in sections)
+    tasks,  # noqa: F401  (registers the vision tasks' sections, after the built-in ones)
+)
 from .builtin import METRICS_FILE
 from .plots import _publish, figures_collected
 from .sections import SECTIONS, Section

@@ -28,6 +28,10 @@ class ObjectDetectionTask(Task):
     """
 
     default_loss: ClassVar[str | None] = "detector"  # the detector's own loss terms (compute_loss sums them)
+    #: the run report draws this many validation images with their boxes, predictions scored at least
+    #: ``report_score_threshold`` (set either on the class or on one trainer)
+    report_samples: ClassVar[int] = 8
+    report_score_threshold: ClassVar[float] = 0.3
 
     def __init__(self, model: nn.Module, *args: Any, **trainer_args: Any) -> None:
         if trainer_args.get("criterion") is not None:
@@ -58,6 +62,33 @@ class ObjectDetectionTask(Task):
         outputs["num_samples"] = len(batch["input"])
         self.compute_metrics(self._eval_phase, outputs, batch, loader=self._eval_loader_name)
         return outputs
+
+    def save_report_samples(self, loader: Any) -> None:
+        """The first ``report_samples`` validation images with their predicted and true boxes (images of
+        several sizes are padded to the largest, at the bottom and right: boxes stay where they are)."""
+        from ..report import save_detection_samples
+
+        images: list[torch.Tensor] = []
+        predictions: list[dict[str, torch.Tensor]] = []
+        targets: list[dict[str, torch.Tensor]] = []
+        for batch in loader:
+            take = self.report_samples - len(images)
+            if take <= 0:
+                break
+            batch = self.runtime.to_device(batch)
+            detections = self.forward(batch, training=False)["output"]
+            for image, found, target in list(zip(batch["input"], detections, batch["target"]))[:take]:
+                images.append(image.detach().float().cpu())
+                predictions.append({key: found[key].cpu() for key in ("boxes", "labels", "scores")})
+                targets.append({key: target[key].cpu() for key in ("boxes", "labels")})
+        if not images:
+            return
+        height, width = max(i.shape[-2] for i in images), max(i.shape[-1] for i in images)
+        padded = torch.zeros(len(images), images[0].shape[0], height, width)
+        for index, image in enumerate(images):
+            padded[index, :, : image.shape[-2], : image.shape[-1]] = image
+        save_detection_samples(self.run_dir, padded, predictions, targets, self.class_names,
+                               self.report_score_threshold, weights=self._report_weights())
 
 
 #: Kornia's name for the same trainer.

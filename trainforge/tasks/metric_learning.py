@@ -30,6 +30,9 @@ class MetricLearningTask(Task):
     """
 
     default_loss: ClassVar[str | None] = "TripletLoss"
+    #: the run report shows this many validation queries, each with its nearest gallery items
+    report_queries: ClassVar[int] = 8
+    report_neighbours: ClassVar[int] = 5
 
     def __init__(
         self,
@@ -78,6 +81,66 @@ class MetricLearningTask(Task):
 
     def _plain_criterion(self) -> bool:
         return not getattr(type(self.criterion), "takes_dicts", False)
+
+    def save_report_samples(self, loader: Any) -> None:
+        """The first ``report_queries`` validation queries and their ``report_neighbours`` nearest gallery
+        items, searched as the retrieval metrics do (same normalisation and back-end). Two passes: the
+        embeddings of the whole set (as the metrics keep), then only the images that are shown."""
+        from ..metrics.retrieval import nearest_neighbours
+        from ..report import save_retrieval_samples
+
+        embeddings, targets, queries, gallery = [], [], [], []
+        for batch in loader:
+            batch = self.runtime.to_device(batch)
+            found = self.forward(batch, training=False)["embeddings"].float().cpu()
+            everyone = torch.ones(len(found), dtype=torch.bool)
+            embeddings.append(found)
+            targets.append(batch["target"].cpu())
+            for flags, key in ((queries, "is_query"), (gallery, "is_gallery")):
+                flag = batch.get(key)
+                flags.append(everyone if flag is None else flag.cpu().bool())
+        if not embeddings:
+            return
+        is_query = torch.cat(queries)
+        shown = is_query.nonzero().squeeze(1)[: self.report_queries]
+        if not len(shown):
+            return
+        chosen = torch.zeros_like(is_query)
+        chosen[shown] = True
+        target = torch.cat(targets)
+        neighbours, _, query_index = nearest_neighbours(
+            torch.cat(embeddings), target, chosen, torch.cat(gallery), self.report_neighbours,
+            normalize=self.normalize, backend=self.knn_backend)
+        wanted = set(query_index.tolist()) | set(neighbours[neighbours >= 0].tolist())
+        images: dict[int, torch.Tensor] = {}
+        offset = 0
+        for batch in loader:  # the second pass keeps only the images shown
+            x = batch["input"]
+            if not isinstance(x, torch.Tensor) or x.dim() != 4:
+                return  # not images (vectors, tokens): nothing to draw
+            for position in range(offset, offset + len(x)):
+                if position in wanted:
+                    images[position] = x[position - offset].detach().float().cpu()
+            offset += len(x)
+            if len(images) == len(wanted):
+                break
+        blank = torch.zeros_like(images[int(query_index[0])])
+        neighbour_images = torch.stack([torch.stack([images.get(int(i), blank) for i in row]) for row in neighbours])
+        neighbour_targets = torch.where(neighbours >= 0, target[neighbours.clamp(min=0)], -1)
+        save_retrieval_samples(self.run_dir, torch.stack([images[int(i)] for i in query_index]), target[query_index],
+                               neighbour_images, neighbour_targets, self._valid_group_names(),
+                               weights=self._report_weights(), query_indices=query_index,
+                               neighbour_indices=neighbours)
+
+    def _valid_group_names(self) -> list[str] | None:
+        """The validation set's own group names (held-out classes are not the training ones): the
+        ``classes`` of the (first) validation data set, through DataLoaders and Subsets."""
+        from ..trainer import _class_names
+
+        if self.valid_data is None:
+            return None
+        names, _ = _class_names(None, None, self.valid_data)
+        return names
 
 
 class TripletLearnTask(MetricLearningTask):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import torch
 from torch import nn
 
 from ..errors import ConfigError
@@ -35,6 +36,8 @@ class SegmentationTask(Task):
     """
 
     default_loss: ClassVar[str | None] = "CrossEntropyDiceLoss"
+    #: validation images the run report shows with their predicted and true masks
+    report_samples: ClassVar[int] = 8
 
     def __init__(
         self,
@@ -75,6 +78,29 @@ class SegmentationTask(Task):
         outputs = super().forward(batch, training)
         outputs["prediction"] = outputs["output"]
         return outputs
+
+    def save_report_samples(self, loader: Any) -> None:
+        """The first ``report_samples`` validation images with their true and predicted masks."""
+        from ..report import save_segmentation_samples
+
+        images, targets, predictions, kept = [], [], [], 0
+        for batch in loader:
+            take = self.report_samples - kept
+            if take <= 0:
+                break
+            batch = self.runtime.to_device(batch)
+            logits = self.forward(batch, training=False)["output"][:take].float()
+            target = batch["target"][:take]
+            if logits.shape[-2:] != target.shape[-2:]:  # a model that predicts at a coarser resolution
+                logits = torch.nn.functional.interpolate(logits, size=target.shape[-2:], mode="bilinear")
+            images.append(batch["input"][:take].cpu())
+            targets.append(target.cpu())
+            predictions.append(logits.argmax(1).cpu())
+            kept += len(logits)
+        if kept:
+            save_segmentation_samples(self.run_dir, torch.cat(images), torch.cat(targets), torch.cat(predictions),
+                                      self.class_names, self.num_classes, self.ignore_index,
+                                      weights=self._report_weights())
 
 
 #: Kornia's name for the same trainer.
