@@ -261,6 +261,17 @@ class ImageFolder(ClassificationDataset):
             self.enable_cache(cache_dir)
 
 
+
+def annotation_file(data_folder: Path, annotation_path: str | os.PathLike[str]) -> Path:
+    """TorchOk's rule for an annotation file: as given when it is absolute or exists from here, else
+    relative to ``data_folder``.
+
+    >>> annotation_file(Path("/data"), "labels.csv")
+    PosixPath('/data/labels.csv')
+    """
+    path = Path(annotation_path)
+    return path if path.is_absolute() or path.is_file() else data_folder / path
+
 def read_csv(path: str | os.PathLike[str]) -> tuple[list[str], list[dict[str, str]]]:
     """Header and rows of a CSV file (``DatasetError`` naming the file when it is missing or empty)."""
     path = Path(path)
@@ -341,9 +352,7 @@ class ImageClassificationDataset(ClassificationDataset):
         super().__init__(transform, augment, image_format=image_format, image_size=image_size,
                          on_bad_file=on_bad_file, max_skip_fraction=max_skip_fraction)
         self.data_folder = Path(data_folder)
-        self.annotation_path = Path(annotation_path)
-        if not self.annotation_path.is_absolute() and not self.annotation_path.is_file():
-            self.annotation_path = self.data_folder / self.annotation_path  # TorchOk: relative to data_folder
+        self.annotation_path = annotation_file(self.data_folder, annotation_path)
         header, rows = read_csv(self.annotation_path)
         columns = [target_column] if isinstance(target_column, str) else list(target_column)
         require_columns(header, [input_column, *columns], self.annotation_path)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DatasetError
-from .datasets import VisionDataset, raise_problems, read_csv, require_columns, resolve_file
+from .datasets import VisionDataset, annotation_file, raise_problems, read_csv, require_columns, resolve_file
 from .reading import read_image
 from .transforms import boxes_tensor, image_tensor
 
@@ -117,9 +117,7 @@ class ImageDetectionDataset(DetectionDataset):
                          on_bad_file=on_bad_file, max_skip_fraction=max_skip_fraction)
         self._init_targets()
         self.data_folder = Path(data_folder)
-        path = Path(annotation_path)
-        if not path.is_absolute() and not path.is_file():
-            path = self.data_folder / path
+        path = annotation_file(self.data_folder, annotation_path)
         header, rows = read_csv(path)
         require_columns(header, [input_column, bbox_column, target_column], path)
         self.num_classes = num_classes if num_classes is not None else (len(classes) if classes else None)
@@ -180,9 +178,7 @@ class CocoDetection(DetectionDataset):
                          on_bad_file=on_bad_file, max_skip_fraction=max_skip_fraction)
         self._init_targets()
         self.data_folder = Path(data_folder)
-        path = Path(annotation_path)
-        if not path.is_absolute() and not path.is_file():
-            path = self.data_folder / path
+        path = annotation_file(self.data_folder, annotation_path)
         if not path.is_file():
             raise DatasetError(f"COCO annotation file {str(path)!r} does not exist")
         try:

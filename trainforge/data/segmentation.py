@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, DatasetError
-from .datasets import VisionDataset, raise_problems, read_csv, require_columns, resolve_file
+from .datasets import VisionDataset, annotation_file, raise_problems, read_csv, require_columns, resolve_file
 from .reading import list_images, read_image, read_mask
 from .transforms import image_tensor, mask_tensor
 
@@ -67,8 +67,7 @@ class ImageSegmentationDataset(VisionDataset):
             raise DatasetError(f"segmentation data {where} holds no image/mask pairs")
 
     def _from_csv(self, path: Path, input_column: str, target_column: str) -> list[tuple[Path, Path]]:
-        if not path.is_absolute() and not path.is_file():
-            path = self.data_folder / path
+        path = annotation_file(self.data_folder, path)
         header, rows = read_csv(path)
         require_columns(header, [input_column, target_column], path)
         problems, pairs, seen = [], [], {}
