@@ -1368,6 +1368,36 @@ class Trainer:
             self._guard.assert_finite_weights(self.model)
             return export_safetensors(self.model, path, metadata)
 
+    def export_onnx(self, path: str | os.PathLike[str], example_input: torch.Tensor | None = None,
+                    **options: Any) -> Any:
+        """Export the model (the EMA weights when enabled) to ONNX at ``path``, verified with onnxruntime;
+        returns ``trainforge.export.OnnxExport`` (path, input/output names, max difference). The example
+        input is ``example_input`` or two samples of the training (else validation) data, after
+        ``preprocess``; ``options`` are ``trainforge.export.export_onnx``'s (``opset_version``, ``atol``,
+        ``overwrite``...).
+
+        >>> import tempfile
+        >>> from trainforge.data import load_digits_split
+        >>> train, _ = load_digits_split()
+        >>> cfg = TrainingConfig(output_dir=tempfile.mkdtemp(), tensorboard=False, checkpoint=None)
+        >>> trainer = Trainer(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), cfg, train_data=train)
+        >>> trainer.export_onnx(f"{cfg.output_dir}/model.onnx").output_names
+        ['output']
+        """
+        from .export import export_onnx
+        from .export.sample import sample_input
+
+        self.setup()
+        if example_input is None and "input_shape" not in options:
+            example_input = sample_input(self.train_data if self.train_data is not None else self.valid_data)
+            if example_input is None:
+                raise ConfigError("export_onnx needs an example input: this trainer has no data to take one from; "
+                                  "pass example_input=<batch tensor> or input_shape=(C, H, W)")
+            example_input = self.preprocess(example_input)
+        with self._ema_weights():
+            self._guard.assert_finite_weights(self.model)
+            return export_onnx(self.model, path, example_input, **options)
+
 CHECKPOINT_FORMAT = 1
 
 
