@@ -460,16 +460,18 @@ def sample_grid_svg(
         pixels = pixels[:, :1].expand(-1, 3, -1, -1)
     height, width = pixels.shape[-2:]
     scale = max(1, cell // max(height, width))  # nearest-neighbour: the longer side becomes about ``cell``
-    pixels = pixels.repeat_interleave(scale, -2).repeat_interleave(scale, -1)
     arrays = (pixels.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
-    image_h, image_w = arrays.shape[1:3]
+    image_h, image_w = height * scale, width * scale
     pad, caption = 4, 30
     cell_w, cell_h = max(image_w, 90) + 2 * pad, image_h + caption + 2 * pad
     body = []
     for index in range(count):
         left, top = (index % columns) * cell_w + pad, (index // columns) * cell_h + pad
         buffer = io.BytesIO()
-        Image.fromarray(arrays[index]).save(buffer, format="PNG", compress_level=1)
+        picture = Image.fromarray(arrays[index])
+        if scale > 1:
+            picture = picture.resize((image_w, image_h), Image.Resampling.NEAREST)
+        picture.save(buffer, format="PNG", compress_level=1)
         data = base64.b64encode(buffer.getvalue()).decode("ascii")
         color = "#008000" if correct[index] else "#c80000"
         lines = "".join(_text(left, top + image_h + 12 + 12 * i, line, anchor="start", size=10,
