@@ -74,7 +74,7 @@ class ModelCheckpointWithOnnx(ModelCheckpoint):
                               f"got {type(onnx_params).__name__}")
         for key in onnx_params or {}:
             if key not in ONNX_PARAMS:
-                close = difflib.get_close_matches(str(key), ONNX_PARAMS, n=1)
+                close = difflib.get_close_matches(str(key), ONNX_PARAMS, n=1, cutoff=0.5)
                 hint = f"did you mean {close[0]!r}? " if close else ""
                 raise ConfigError(f"ModelCheckpointWithOnnx onnx_params has no key {key!r}; {hint}accepted: "
                                   f"{', '.join(ONNX_PARAMS)}")
