@@ -226,6 +226,11 @@ class ONNXTask(Trainer):
                                     f"name{named}, e.g. metrics.{i}.mapping.{arg}={(outputs or ['output'])[0]}")
         return problems
 
+    def fit(self, resume_from: Any = None) -> Any:
+        """Refused: an ONNX file is not trained."""
+        raise ConfigError("ONNXTask only tests and predicts (trainforge test|predict): train the torch model "
+                          "(e.g. ClassificationTask) and export it with trainforge export RUN_DIR --onnx FILE")
+
     # -- stages ---------------------------------------------------------------------------------------
     def run_model(self, x: Any, batch: dict[str, Any]) -> Any:
         """The ONNX model on the batch keys ``keys_mapping_onnx2dataset`` names."""

@@ -86,6 +86,13 @@ def test_bad_files_name_themselves(tmp_path):
         ONNXTask(nn.Linear(2, 2))
 
 
+def test_an_onnx_task_is_never_trained(tmp_path, digits_model):
+    _, path, valid = digits_model
+    task = ONNXTask(path_to_onnx=path, providers=CPU, config=_config(tmp_path, "fit"), train_data=valid)
+    with pytest.raises(ConfigError, match=r"only tests and predicts .*trainforge export"):
+        task.fit()
+
+
 def test_input_mapping_torchok_names_and_errors(tmp_path, caplog):
     assert feed_keys(["input"], None) == {"input": "input"}
     with caplog.at_level(logging.WARNING, logger="trainforge.tasks.onnx"):
