@@ -17,13 +17,13 @@ from trainforge.models import build_model
 from trainforge.pretrained import load_pretrained
 
 
-def _fit(tmp_path, name: str, **callback):
+def _fit(tmp_path, name: str, ema_decay: float | None = None, **callback):
     train, valid = load_digits_split()
     torch.manual_seed(0)
     # dropout: a model left in eval mode, or a random draw by the export, would change the weights trained next
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Dropout(0.2), nn.Linear(144, 10))
     cfg = TrainingConfig(output_dir=str(tmp_path / name), max_epochs=3, batch_size=128, lr=0.05, scheduler="constant",
-                         tensorboard=False, report=False, print_steps=1000, progress_bar=False)
+                         tensorboard=False, report=False, print_steps=1000, progress_bar=False, ema_decay=ema_decay)
     checkpoint = ModelCheckpointWithOnnx(monitor="valid/accuracy", mode="max", save_top_k=1, **callback)
     trainer = Trainer(model, cfg, train_data=train, valid_data=valid, callbacks=[checkpoint])
     trainer.fit()
@@ -55,6 +55,19 @@ def test_exporting_does_not_change_training(tmp_path):
     for (name, a), b in zip(with_onnx.model.state_dict().items(), without.model.state_dict().values()):
         assert torch.equal(a, b), name
     assert not list((without.run_dir / "checkpoints").glob("*.onnx"))
+
+
+def test_with_ema_the_averaged_weights_are_exported(tmp_path):
+    trainer, _, valid = _fit(tmp_path, "ema", ema_decay=0.5, export_to_onnx=True)
+    x = valid.tensors[0][:50]
+    last = trainer.run_dir / "checkpoints" / "last.onnx"
+    session = ort.InferenceSession(str(last), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input": x.numpy()})[0]
+    trainer.model.eval()
+    with torch.no_grad():
+        averaged, raw = trainer.ema.module(x).numpy(), trainer.model(x).numpy()
+    np.testing.assert_allclose(got, averaged, atol=1e-4)
+    assert np.abs(got - raw).max() > 1e-3  # the raw weights compute something else
 
 
 def test_bad_onnx_settings_name_the_key():
