@@ -120,3 +120,30 @@ def test_input_mapping_torchok_names_and_errors(tmp_path, caplog):
                     config=_config(tmp_path, "bad"))
     with pytest.raises(ConfigError, match=r"reads batch\['pixels'\], but batches have \['index', 'input', 'target'\]"):
         task.predict(Images())
+
+
+def test_external_data_outside_the_models_folder_is_refused(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [2], [1.0, 2.0])
+    weight.ClearField("float_data")
+    weight.data_location = TensorProto.EXTERNAL
+    weight.external_data.add(key="location", value="../../etc/passwd")
+    graph = helper.make_graph([helper.make_node("Add", ["input", "w"], ["output"])], "g",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 2])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [None, 2])], [weight])
+    (tmp_path / "models").mkdir()
+    path = tmp_path / "models" / "evil.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    with pytest.raises(ConfigError) as error:
+        OnnxModel(path, CPU)
+    assert f"{path} is not a valid ONNX model" in str(error.value) and "'../../etc/passwd'" in str(error.value)
+
+
+def test_inputs_the_model_cannot_take_are_named_with_both_shapes(tmp_path):
+    path = export_onnx(nn.Linear(3, 2), tmp_path / "fixed.onnx", torch.ones(2, 3), dynamic_batch=False).path
+    model = OnnxModel(path, CPU)
+    with pytest.raises(ConfigError, match=r"could not run .*fixed.onnx on input \(5, 3\) float32 \(the model takes "
+                                          r"input \[2, 3\]"):
+        model(torch.ones(5, 3))
