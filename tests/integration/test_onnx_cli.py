@@ -56,6 +56,7 @@ def test_train_export_and_onnx_infer_give_the_torch_models_metrics(tmp_path, mon
     assert main(["export", str(run), "--onnx", str(tmp_path / "model.onnx"), "--opset", "17"]) == 0
     out = capsys.readouterr().out
     assert f"onnx: {tmp_path / 'model.onnx'}" in out and "verified with onnxruntime" in out
+    assert f"checkpoint: {checkpoints}" in out  # the best by valid/f1_score: one epoch, one checkpoint
 
     for onnx, name in ((tmp_path / "model.onnx", "cli"), (checkpoints / "last.onnx", "callback")):
         assert main(["test", "-cp", str(CONFIGS), "-cn", "onnx_infer",

@@ -52,6 +52,7 @@ class OnnxExport:
     verified_batch: int | None = None
     atol: float = 0.0
     rtol: float = 0.0
+    source: Path | None = None  # the checkpoint the weights came from (trainforge export)
 
     def __fspath__(self) -> str:
         return str(self.path)
