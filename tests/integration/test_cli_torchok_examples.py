@@ -70,9 +70,8 @@ def test_triplet_sop_trains_on_triplets_and_validates_on_sop(tmp_path, sop):
 
 def test_representation_arcface_sop_trains_with_the_freeze_entry_fixed(tmp_path, sop, capsys):
     # TorchOk's file says `stage: 1`, a key TorchOk silently ignores (it reads `stages`); trainforge refuses it,
-    # so the override renames it. ModelCheckpointWithOnnx's ONNX keys are dropped until its export lands.
-    fixes = ["~callbacks.0.params.freeze_modules.1.stage", "+callbacks.0.params.freeze_modules.1.stages=1",
-             "~callbacks.1.params.export_to_onnx", "~callbacks.1.params.remove_head"]
+    # so the override renames it
+    fixes = ["~callbacks.0.params.freeze_modules.1.stage", "+callbacks.0.params.freeze_modules.1.stages=1"]
     run, metrics = _train(tmp_path, "representation_arcface_sop", [*_overrides(sop, 32), *fixes])
     assert run.parent.name == "semnasnet_100"
     assert 0.0 <= metrics["train/accuracy"] <= 1.0
@@ -83,8 +82,7 @@ def test_representation_arcface_sop_trains_with_the_freeze_entry_fixed(tmp_path,
 def test_segmentation_sweet_pepper_trains_hrnet_one_epoch(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     data = fake_sweet_pepper(tmp_path / "data", train=4, valid=2, size=32)
-    fixes = ["~callbacks.0.params.export_to_onnx", "~callbacks.0.params.onnx_params"]
-    run, metrics = _train(tmp_path, "segmentation_sweet_pepper", [*_overrides(data, 64, batch_size=2), *fixes])
+    run, metrics = _train(tmp_path, "segmentation_sweet_pepper", _overrides(data, 64, batch_size=2))
     assert run.parent.name == "hrnet_w18"
     assert {"train/loss/cross_entropy", "train/loss/dice"} <= set(metrics)
     assert 0.0 <= metrics["valid/jaccard_index"] <= 1.0

@@ -43,8 +43,6 @@ _PRECISION = {32: "32", "32": "32", 16: "16-mixed", "16": "16-mixed", "16-mixed"
 _NAMED_SCHEDULES = ("constant", "linear", "cosine", "polynomial")
 #: TorchOk / Lightning callbacks that trainforge does differently: name -> (what happens, replacement or None).
 CALLBACK_ALIASES: dict[str, tuple[str, str | None]] = {
-    "ModelCheckpointWithOnnx": ("read as ModelCheckpoint; export ONNX after training with trainforge's export",
-                                "ModelCheckpoint"),
     "FinalizeLogger": ("not needed: trainforge's loggers close themselves at the end of fit", None),
     "TQDMProgressBar": ("not needed: trainforge draws its own progress bar (trainer.progress_bar)", None),
     "LearningRateMonitor": ("not needed: the learning rate is logged as lr at every logging step", None),
@@ -148,6 +146,11 @@ def _check_task(cfg: ExperimentConfig) -> None:
         raise ConfigError("task.params.input_size is TorchOk's old name: write inputs: [{shape: [C, H, W], "
                           "dtype: float32}]")
     _check_keys(cfg.task.params, accepted, "task.params")
+    if hasattr(cls, "config_problems"):  # a task that checks its own params (ONNXTask: the file, its names)
+        problems = cls.config_problems(cfg)
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return
     for part in ("backbone", "neck", "pooling", "head"):
         name = cfg.task.params.get(f"{part}_name")
         params = cfg.task.params.get(f"{part}_params")
@@ -216,7 +219,7 @@ def _check_metrics(cfg: ExperimentConfig, notes: list[str]) -> set[str]:
         where = f"metrics[{i}]"
         cls = _wrap_registry_error(f"{where}.name", lambda m=metric: get_registry("metrics").get(m.name))
         _check_signature(cls, metric.params, f"{where}.params")
-        instance = _build_metric(cls, metric, _num_classes(cfg.task.params), where)
+        instance = _build_metric(cls, metric, _num_classes(cfg), where)
         if metric.mapping is not None:
             update = inspect.signature(type(instance).update).parameters
             if not any(p.kind is p.VAR_KEYWORD or p.kind is p.VAR_POSITIONAL for p in update.values()):
@@ -237,6 +240,19 @@ def _check_metrics(cfg: ExperimentConfig, notes: list[str]) -> set[str]:
         if pair.name:
             names.update(n.replace("valid/", f"valid_{pair.name}/") for n in list(names) if n.startswith("valid/"))
     return names
+
+
+def _num_classes(cfg: ExperimentConfig) -> Any:
+    """``task.params.num_classes``, else its head's (TorchOk's ArcFace configs), else what the task reads from
+    its own params (ONNXTask: the file)."""
+    count = cfg.task.params.get("num_classes")
+    head = cfg.task.params.get("head_params")
+    if count is None and isinstance(head, Mapping):
+        count = head.get("num_classes")
+    if count is None:
+        reader = getattr(task_class(cfg.task.name), "num_classes_from_params", None)
+        count = reader(cfg.task.params) if reader is not None else None
+    return count
 
 
 def _rename_monitors(cfg: ExperimentConfig, notes: list[str]) -> None:
@@ -263,12 +279,6 @@ def _rename_monitors(cfg: ExperimentConfig, notes: list[str]) -> None:
         if pair.scheduler is not None:
             stepping = pair.scheduler.pl_params
             stepping.monitor = rename(stepping.monitor, f"optimization[{i}].scheduler.pl_params.monitor")
-
-
-def _num_classes(params: Mapping[str, Any]) -> Any:
-    """The class count of ``task.params``: its ``num_classes``, else its head's (TorchOk's ArcFace configs)."""
-    head = params.get("head_params")
-    return params.get("num_classes", head.get("num_classes") if isinstance(head, Mapping) else None)
 
 
 def _build_metric(cls: type, metric: MetricSection, num_classes: Any, where: str) -> Any:
@@ -402,7 +412,8 @@ def build_experiment(
         print(f"trainforge: note: {note}", file=sys.stderr)
     seed = (cfg.seed_params or cfg.task.seed_params or _default_seed()).seed
     torch.manual_seed(seed)  # the model's initial weights follow the experiment's seed
-    model = build_model(cfg)
+    cls = task_class(cfg.task.name)
+    model = cls.model_from_params(cfg.task.params) if hasattr(cls, "model_from_params") else build_model(cfg)
     forever = _freeze_entries(cfg, model)
     holder: dict[str, Any] = {}  # the first optimizer and schedule, built after the freezes below
     unfreezes = _scheduled_unfreezes(cfg, model, lambda: holder["optimizer"], lambda: holder.get("scheduler"))
@@ -431,7 +442,6 @@ def build_experiment(
     if unfreezes and first[0] is None:
         unfreezes = []  # test / predict: nothing is trained, nothing to unfreeze
     callbacks = [*unfreezes, *_build_callbacks(cfg, model, first[0]), *extra_callbacks]
-    cls = task_class(cfg.task.name)
     if not cfg.task.compute_loss_on_valid and "compute_loss_on_valid" not in _task_keywords(cls) \
             and getattr(model, "takes_target", False):
         # TorchOk trains ArcFace representations with its ClassificationTask, validated by retrieval
@@ -542,7 +552,7 @@ def to_training_config(
         "load_best_model_at_end": t.load_best_model_at_end,
     }
     if cfg.metrics:  # none: the task's own metrics (TrainingConfig's default lets the task choose)
-        values["metrics"] = [_metric_spec(m, _num_classes(cfg.task.params)) for m in cfg.metrics]
+        values["metrics"] = [_metric_spec(m, _num_classes(cfg)) for m in cfg.metrics]
     if cfg.task.load_checkpoint is not None:
         values["load_checkpoint"] = _load_checkpoint_options(cfg.task.load_checkpoint)
     elif mode != "train" and cfg.resume_path is not None:  # test / predict the weights of a trained run
@@ -550,7 +560,8 @@ def to_training_config(
     for callback in cfg.callbacks:
         name = CALLBACK_ALIASES.get(callback.name, (None, callback.name))[1]
         params = {k: v for k, v in callback.params.items() if k not in IGNORED_CALLBACK_KEYS}
-        if name == "ModelCheckpoint":
+        if name in ("ModelCheckpoint", "ModelCheckpointWithOnnx"):  # the latter also runs as a callback (ONNX)
+            params = {k: v for k, v in params.items() if k not in ("export_to_onnx", "onnx_params", "remove_head")}
             values["checkpoint"] = {"monitor": None, "mode": "min", "save_top_k": 1, "save_last": True, **params}
         elif name == "EarlyStopping":
             values["early_stopping"] = params
