@@ -49,6 +49,7 @@ def _hit_at_1(metrics: dict[str, float]) -> float:
     return value
 
 
+@pytest.mark.slow
 def test_pairwise_sop_trains_one_epoch(tmp_path, sop, capsys):
     run, metrics = _train(tmp_path, "pairwise_sop", _overrides(sop, 32))
     assert run.parent.name == "pairwise_resnet18"
@@ -77,8 +78,10 @@ def test_representation_arcface_sop_trains_with_the_freeze_entry_fixed(tmp_path,
     assert 0.0 <= metrics["train/accuracy"] <= 1.0
     _hit_at_1(metrics)
     assert "is read as MarginLearnTask" in capsys.readouterr().err
+    assert (run / "checkpoints" / "last.onnx").is_file()  # export_to_onnx with remove_head
 
 
+@pytest.mark.slow
 def test_segmentation_sweet_pepper_trains_hrnet_one_epoch(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     data = fake_sweet_pepper(tmp_path / "data", train=4, valid=2, size=32)
@@ -86,6 +89,7 @@ def test_segmentation_sweet_pepper_trains_hrnet_one_epoch(tmp_path, monkeypatch)
     assert run.parent.name == "hrnet_w18"
     assert {"train/loss/cross_entropy", "train/loss/dice"} <= set(metrics)
     assert 0.0 <= metrics["valid/jaccard_index"] <= 1.0
+    assert (run / "checkpoints" / "last.onnx").is_file()  # ModelCheckpointWithOnnx, export_to_onnx: true
 
 
 def test_missing_sop_archive_names_data_folder_and_layout(tmp_path, monkeypatch, capsys):
