@@ -243,8 +243,12 @@ def _check_metrics(cfg: ExperimentConfig, notes: list[str]) -> set[str]:
 
 
 def _num_classes(cfg: ExperimentConfig) -> Any:
-    """``task.params.num_classes``, else what the task reads from its own params (ONNXTask: the file)."""
+    """``task.params.num_classes``, else its head's (TorchOk's ArcFace configs), else what the task reads from
+    its own params (ONNXTask: the file)."""
     count = cfg.task.params.get("num_classes")
+    head = cfg.task.params.get("head_params")
+    if count is None and isinstance(head, Mapping):
+        count = head.get("num_classes")
     if count is None:
         reader = getattr(task_class(cfg.task.name), "num_classes_from_params", None)
         count = reader(cfg.task.params) if reader is not None else None
@@ -439,6 +443,13 @@ def build_experiment(
     if unfreezes and first[0] is None:
         unfreezes = []  # test / predict: nothing is trained, nothing to unfreeze
     callbacks = [*unfreezes, *_build_callbacks(cfg, model, first[0]), *extra_callbacks]
+    if not cfg.task.compute_loss_on_valid and "compute_loss_on_valid" not in _task_keywords(cls) \
+            and getattr(model, "takes_target", False):
+        # TorchOk trains ArcFace representations with its ClassificationTask, validated by retrieval
+        notes.append(f"task.name={cfg.task.name!r} with a margin head and compute_loss_on_valid=false is read as "
+                     f"MarginLearnTask (validation metrics read its embeddings; no loss on held-out classes)")
+        print(f"trainforge: note: {notes[-1]}", file=sys.stderr)
+        cls = task_class("MarginLearnTask")
     task_kwargs = {k: v for k, v in cfg.task.params.items() if k in _task_keywords(cls)}
     if "compute_loss_on_valid" in _task_keywords(cls):
         task_kwargs.setdefault("compute_loss_on_valid", cfg.task.compute_loss_on_valid)
@@ -542,7 +553,7 @@ def to_training_config(
         "load_best_model_at_end": t.load_best_model_at_end,
     }
     if cfg.metrics:  # none: the task's own metrics (TrainingConfig's default lets the task choose)
-        values["metrics"] = [_metric_spec(m) for m in cfg.metrics]
+        values["metrics"] = [_metric_spec(m, _num_classes(cfg)) for m in cfg.metrics]
     if cfg.task.load_checkpoint is not None:
         values["load_checkpoint"] = _load_checkpoint_options(cfg.task.load_checkpoint)
     elif mode != "train" and cfg.resume_path is not None:  # test / predict the weights of a trained run
@@ -596,8 +607,15 @@ def _device(accelerator: str, devices: Any) -> str | None:
     raise ConfigError(f"trainer.devices={devices!r}: expected a GPU index, a one-element list or 'auto'")
 
 
-def _metric_spec(metric: MetricSection) -> dict[str, Any]:
+def _metric_spec(metric: MetricSection, num_classes: Any = None) -> dict[str, Any]:
     spec: dict[str, Any] = {"name": metric.name, "params": dict(metric.params)}
+    if isinstance(num_classes, int) and "num_classes" not in spec["params"] \
+            and spec["params"].get("task", "multiclass") == "multiclass":
+        # the class count the config states (a margin head's, say) where the model's outputs may not show it
+        from ..metrics.build import _parameters
+
+        if "num_classes" in _parameters(get_registry("metrics").get(metric.name)):
+            spec["params"]["num_classes"] = num_classes
     if metric.mapping is not None:
         spec["mapping"] = dict(metric.mapping)
     if metric.phases is not None:
@@ -989,16 +1007,26 @@ def stage_modules(root: nn.Module) -> list[list[nn.Module]]:
         info = getattr(holder, "feature_info", None)
         dicts = getattr(info, "info", info)  # timm's FeatureInfo: every stage, not only the ones it returns
         if isinstance(dicts, list) and dicts and all(isinstance(d, dict) and "module" in d for d in dicts):
-            ends = [d["module"].split(".")[0] for d in dicts]
+            ends = {d["module"] for d in dicts}
             stages, current = [], []
-            for child_name, child in holder.named_children():
+            for path, child in _stage_units(holder, ends):
                 current.append(child)
-                if child_name in ends:
+                if path in ends:
                     stages.append(current)
                     current = []
             if stages:
                 return stages
     return [[child] for child in root.children()]
+
+
+def _stage_units(holder: nn.Module, ends: set[str], prefix: str = "") -> Any:
+    """``(path, module)`` in order, opening the containers a stage ends inside (efficientnet's ``blocks.2``)."""
+    for name, child in holder.named_children():
+        path = prefix + name
+        if any(end.startswith(path + ".") for end in ends):
+            yield from _stage_units(child, ends, path + ".")
+        else:
+            yield path, child
 
 
 def _freeze(module: nn.Module, entry: Mapping[str, Any]) -> None:
