@@ -30,11 +30,35 @@ EXPECTED = {
     "test_configs/config.yaml": ["no key 'log_dir'", "logger.log_dir", "no key 'checkpoint'", "ModelCheckpoint"],
     "test_configs/config_with_bag.yaml": ["no key 'experiment_name'", "moved to logger.experiment_name"],
     "test_configs/config_without_metrics.yaml": ["no key 'log_dir'"],
+    "test_configs/config_without_loss_optimizer.yaml": ["no key 'log_dir'", "no key 'experiment_name'",
+                                                        "moved to logger.experiment_name", "no key 'checkpoint'"],
+    # MMDetection-based detection: one error listing every section to change, each with trainforge's form
+    "configs/detection/fcos_resnet50_coco.yaml": [
+        "4 key(s)", "task.name='SingleStageDetectionTask' with head_name='FCOSHead'",
+        "use task.name: ObjectDetectionTask",
+        "num_classes: 81", "fpn_channels: 256", "nms_thresh: 0.5", "joint_loss: MMFocalLoss (loss_cls), MMIoULoss",
+        "delete joint_loss", "metrics[0].name='MMDetectionMAP'", "metrics[2].name='CocoEvalMAP'",
+        "callbacks[0].params.monitor='valid/MMDetMAP_50'", "monitor valid/detection/map_50"],
+    "configs/detection/fcos_gcvit-t_coco.yaml": [
+        "5 key(s)", "head_name='FCOSHead'", "image_size: [512, 512]", "delete joint_loss", "CocoEvalMAP",
+        "backbone_params.load_relative_position_bias_table is TorchOk's own GCViT option"],
+    "configs/detection/fcos_vit-s_coco.yaml": [
+        "4 key(s)", "head_name='FCOSHead'", "delete joint_loss", "MMDetectionMAP"],
+    "configs/detection/detr_resnet50_coco.yaml": [
+        "4 key(s)", "head_name='DETRHead'", "neither trainforge nor torchvision has DETR", "head_name: FCOSHead",
+        "MMGIoULoss (loss_iou)", "delete joint_loss", "MMDetectionMAP", "monitor valid/detection/map_50"],
+    "configs/detection/detr_gcvit-t_coco.yaml": [
+        "5 key(s)", "head_name='DETRHead'", "load_relative_position_bias_table"],
 }
+#: The environment TorchOk's MLflow configs read (the detection ones), set for those tests only.
+MLFLOW_ENV = {"DB_URI": "sqlite:///mlflow.db", "S3_ARTIFACT_BUCKET": "s3://bucket"}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_torchok_configs_load_or_name_key_and_fix(name: str) -> None:
+def test_torchok_configs_load_or_name_key_and_fix(name: str, monkeypatch) -> None:
+    if name.startswith("configs/detection/"):
+        for key, value in MLFLOW_ENV.items():
+            monkeypatch.setenv(key, value)
     words = EXPECTED[name]
     if words is None:
         assert check_experiment_file(TORCHOK / name).startswith(f"{TORCHOK / name}: valid")
@@ -43,6 +67,14 @@ def test_torchok_configs_load_or_name_key_and_fix(name: str) -> None:
         check_experiment_file(TORCHOK / name)
     for word in words:
         assert word in str(error.value), str(error.value)
+
+
+def test_torchok_mlflowx_config_loads_with_its_environment_as_mlflow(monkeypatch) -> None:
+    for key, value in MLFLOW_ENV.items():
+        monkeypatch.setenv(key, value)
+    text = check_experiment_file(TORCHOK / "configs" / "classification_cifar10_mlflowx.yaml")
+    assert "logger.name='MLFlowLoggerX' is read as 'MLflowLogger'" in text
+    assert "logger.params.artifact_location is ignored" in text
 
 
 def _fake_cifar10(root: Path, train_per_batch: int = 16, test: int = 32) -> Path:

@@ -233,10 +233,27 @@ def _check_metrics(cfg: ExperimentConfig, notes: list[str]) -> set[str]:
             notes.append(f"{where}.val_dataloader_idxs is ignored: every metric runs on every VALID set")
         display = metric.tag or snake_name(metric.name)
         names.update(f"{p.lower()}/{display}" for p in phases)
+    if not cfg.metrics and _has_own_metrics(cfg.task.name):
+        names.add(TASK_METRICS)  # known once the task has its model: Trainer.setup checks monitors against them
     for pair in (cfg.data.VALID or [])[1:]:
         if pair.name:
             names.update(n.replace("valid/", f"valid_{pair.name}/") for n in list(names) if n.startswith("valid/"))
     return names
+
+
+#: Stands for the metrics a task brings itself (ObjectDetectionTask's ``detection/map_50``...) in the set of
+#: logged names: their names depend on the model, so a monitor of them is checked when the trainer sets up.
+TASK_METRICS = "<the task's own metrics>"
+
+
+def _has_own_metrics(task: str) -> bool:
+    from ..tasks.base import Task
+
+    try:
+        cls = task_class(task)
+    except RegistryError:
+        return False
+    return isinstance(cls, type) and issubclass(cls, Task) and cls.task_metrics is not Task.task_metrics
 
 
 def _rename_monitors(cfg: ExperimentConfig, notes: list[str]) -> None:
@@ -281,13 +298,16 @@ def _build_metric(cls: type, metric: MetricSection, num_classes: Any, where: str
 def _check_monitor(monitor: str | None, names: set[str], where: str) -> None:
     if monitor is not None and not isinstance(monitor, str):
         raise ConfigError(f"{where}={monitor!r} must be a metric name such as valid/loss")
+    if monitor is not None and TASK_METRICS in names and monitor.split("/")[0].split("_")[0] in ("valid", "test"):
+        return  # one of the task's own metrics: checked against them when the trainer sets up
     if monitor is not None and monitor not in names:
         import difflib
 
         close = difflib.get_close_matches(monitor, sorted(names), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(
-            f"{where}={monitor!r} is not a metric this run logs{hint} (logged: {', '.join(sorted(names))})"
+            f"{where}={monitor!r} is not a metric this run logs{hint} (logged: "
+            f"{', '.join(sorted(n for n in names if n != TASK_METRICS))})"
         )
 
 
@@ -382,7 +402,8 @@ def _check_logger(cfg: ExperimentConfig, notes: list[str]) -> None:
 
 # -- building -----------------------------------------------------------------------------------------
 def build_experiment(
-    cfg: ExperimentConfig, run_dir: str | os.PathLike[str], mode: str | None = None, name: str = "experiment"
+    cfg: ExperimentConfig, run_dir: str | os.PathLike[str], mode: str | None = None, name: str = "experiment",
+    notes: list[str] | None = None,
 ) -> Experiment:
     """Build the trainer of ``cfg`` writing into ``run_dir`` — after ``check_experiment``, so a broken
     config fails before any data is read.
@@ -391,7 +412,7 @@ def build_experiment(
     the modules each names, data sets, schedules sized by the training loader, callbacks, the task trainer.
     """
     mode = mode or cfg.mode
-    notes = check_experiment(cfg, mode)
+    notes = check_experiment(cfg, mode, list(notes or []))  # notes: e.g. TorchOk names read as ours
     for note in notes:
         print(f"trainforge: note: {note}", file=sys.stderr)
     seed = (cfg.seed_params or cfg.task.seed_params or _default_seed()).seed
@@ -418,6 +439,7 @@ def build_experiment(
         for optimizer, scheduler, interval, _ in optimizers[1:]:  # the Trainer steps the first itself
             extra_callbacks.append(Optimizer(optimizer, accumulation=training_config.accumulate_grad_batches,
                                              clip_grad_norm=training_config.gradient_clip_val,
+                                             clip_algorithm=training_config.gradient_clip_algorithm,
                                              scheduler=scheduler, scheduler_interval=interval))
     first = optimizers[0] if optimizers else (None, None, "step", None)
     training_config = dataclasses.replace(training_config, scheduler_interval=first[2])
@@ -514,6 +536,7 @@ def to_training_config(
         "scheduler": None,  # built here and handed over, sized by the training loader
         "accumulate_grad_batches": t.accumulate_grad_batches,
         "gradient_clip_val": t.gradient_clip_val,
+        "gradient_clip_algorithm": t.gradient_clip_algorithm,
         "ema_decay": t.ema_decay,
         "freeze_batchnorm": t.freeze_batchnorm,
         "device": _device(t.accelerator, t.devices),
@@ -846,12 +869,19 @@ def _parameters_of(model: nn.Module, modules: list[str] | None, where: str) -> l
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
 
 
+def _layer_parameters(model: nn.Module, chosen: Callable[[nn.Module], bool]) -> set[str]:
+    return {f"{m}.{p}" if m else p for m, module in model.named_modules() if chosen(module)
+            for p, _ in module.named_parameters(recurse=False)}
+
+
 def _param_groups(model: nn.Module, names: list[str], pair: OptimizationPair, where: str) -> list[dict[str, Any]]:
-    """Parameter groups by rule: the first matching ``param_groups`` pattern sets lr and weight-decay
-    multipliers; ``no_decay_norm_and_bias`` removes decay from norm layers and biases."""
+    """Parameter groups by rule: the first ``param_groups`` rule whose ``layers`` and ``pattern`` match sets
+    lr and weight-decay multipliers; ``no_decay_norm_and_bias`` removes decay from norm layers and biases."""
     params = dict(model.named_parameters())
-    norm_params = {f"{m}.{p}" if m else p for m, module in model.named_modules() if isinstance(module, _NORMS)
-                   for p, _ in module.named_parameters(recurse=False)}
+    norm_params = _layer_parameters(model, lambda module: isinstance(module, _NORMS))
+    depthwise_params = _layer_parameters(model, lambda module: isinstance(module, nn.Conv2d)
+                                         and module.in_channels == module.groups)
+    kinds = {"norm": norm_params, "depthwise": depthwise_params}
     lr = pair.optimizer.params["lr"]
     decay = pair.optimizer.params.get("weight_decay")
     groups: dict[tuple[float, float | None], list[Any]] = {}
@@ -862,6 +892,11 @@ def _param_groups(model: nn.Module, names: list[str], pair: OptimizationPair, wh
             continue
         lr_mult, wd_mult = 1.0, 1.0
         for j, rule in enumerate(pair.param_groups):
+            if rule.layers == "other":
+                if name in norm_params or name in depthwise_params:
+                    continue
+            elif rule.layers != "any" and name not in kinds[rule.layers]:
+                continue
             if fnmatch.fnmatchcase(name, rule.pattern):
                 lr_mult, wd_mult, used[j] = rule.lr_mult, rule.weight_decay_mult, True
                 break
@@ -870,7 +905,7 @@ def _param_groups(model: nn.Module, names: list[str], pair: OptimizationPair, wh
         key = (lr * lr_mult, None if decay is None and wd_mult == 1.0 else (decay or 0.0) * wd_mult)
         groups.setdefault(key, []).append(param)
     for j, was_used in enumerate(used):
-        if not was_used:
+        if not was_used and pair.param_groups[j].required:
             raise ConfigError(
                 f"{where}.param_groups[{j}].pattern={pair.param_groups[j].pattern!r} matches no parameter of this "
                 f"optimizer (e.g. {', '.join(names[:3])})"

@@ -1,0 +1,184 @@
+"""TorchOk / MMCV names read before the schema: ``paramwise_cfg`` mapped onto parameter-group rules that
+give every parameter MMCV's learning rate and weight decay, ``gradient_clip_algorithm``, and a stale config
+stopping with one error that lists every problem."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from trainforge.config.build import _param_groups, check_experiment
+from trainforge.config.schema import OptimizationPair, parse
+from trainforge.config.torchok import adapt, read_experiment
+from trainforge.errors import ConfigError
+from trainforge.trainer import Trainer
+from trainforge.training_config import TrainingConfig
+
+ROOT = Path(__file__).resolve().parents[3]
+DIGITS = yaml.safe_load((ROOT / "configs" / "classification_digits.yaml").read_text())
+
+
+class Net(nn.Module):
+    """Every kind of parameter MMCV's rules tell apart: conv weight and bias, norm weight and bias, a
+    depth-wise conv with a bias, and a backbone/neck split for custom_keys."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Conv2d(8, 8, 3, groups=8))
+        self.neck = nn.Sequential(nn.Conv2d(8, 4, 1), nn.GroupNorm(2, 4))
+        self.head = nn.Linear(4, 2)
+
+
+def mmcv_reference(model: nn.Module, lr: float, wd: float, cfg: dict) -> dict[str, tuple[float, float]]:
+    """MMCV's DefaultOptimizerConstructor.add_params, written out from its source (the oracle)."""
+    norms = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+    custom = cfg.get("custom_keys", {})
+    keys = sorted(sorted(custom), key=len, reverse=True)
+    out = {}
+    for prefix, module in model.named_modules():
+        is_norm = isinstance(module, norms)
+        is_dw = isinstance(module, nn.Conv2d) and module.in_channels == module.groups
+        for name, _ in module.named_parameters(recurse=False):
+            full = f"{prefix}.{name}" if prefix else name
+            group_lr, group_wd = lr, wd
+            for key in keys:
+                if key in full:
+                    group_lr = lr * custom[key].get("lr_mult", 1.0)
+                    group_wd = wd * custom[key].get("decay_mult", 1.0)
+                    break
+            else:
+                if name == "bias" and not is_norm:
+                    group_lr = lr * cfg.get("bias_lr_mult", 1.0)
+                if is_norm:
+                    group_wd = wd * cfg.get("norm_decay_mult", 1.0)
+                elif is_dw:
+                    group_wd = wd * cfg.get("dwconv_decay_mult", 1.0)
+                elif name == "bias":
+                    group_wd = wd * cfg.get("bias_decay_mult", 1.0)
+            out[full] = (group_lr, group_wd)
+    return out
+
+
+def ours(model: nn.Module, lr: float, wd: float, cfg: dict) -> tuple[dict[str, tuple[float, float]], list[str]]:
+    values = {"optimization": [{"optimizer": {"name": "SGD", "params": {"lr": lr, "weight_decay": wd},
+                                              "paramwise_cfg": copy.deepcopy(cfg)}}]}
+    notes: list[str] = []
+    assert adapt(values, notes) == []
+    pair = parse(OptimizationPair, values["optimization"][0], "optimization[0]")
+    names = [n for n, _ in model.named_parameters()]
+    groups = _param_groups(model, names, pair, "optimization[0]")
+    by_id = {id(p): (g["lr"], g.get("weight_decay", wd)) for g in groups for p in g["params"]}
+    return {n: by_id[id(p)] for n, p in model.named_parameters()}, notes
+
+
+@pytest.mark.parametrize("cfg", [
+    {"bias_lr_mult": 2.0, "bias_decay_mult": 0.0},  # fcos_resnet50_coco.yaml
+    {"bias_lr_mult": 2.0, "bias_decay_mult": 0.0, "custom_keys": {"backbone": {"lr_mult": 0.1, "decay_mult": 0.002}}},
+    {"custom_keys": {"backbone": {"lr_mult": 0.5}, "backbone.1": {"decay_mult": 0.0}, "neck.0": {"lr_mult": 3.0}},
+     "bias_decay_mult": 0.5},  # the longest key wins, whatever the order
+    {"norm_decay_mult": 0.0, "dwconv_decay_mult": 0.25, "bias_lr_mult": 1.5, "bypass_duplicate": True},
+])
+def test_paramwise_cfg_gives_every_parameter_mmcvs_lr_and_decay(cfg: dict) -> None:
+    model = Net()
+    got, notes = ours(model, 0.01, 1e-4, cfg)
+    expected = mmcv_reference(model, 0.01, 1e-4, cfg)
+    assert set(got) == set(expected)
+    for name in expected:
+        assert got[name] == pytest.approx(expected[name]), name
+    assert any("paramwise_cfg (MMCV's) is read as optimization[0].param_groups" in n for n in notes)
+
+
+def test_paramwise_keys_without_an_equivalent_are_named_with_the_fix() -> None:
+    values = {"optimization": [{"optimizer": {"name": "SGD", "params": {"lr": 0.1}, "paramwise_cfg": {
+        "dcn_offset_lr_mult": 0.1, "bias_lr_mult": 2.0, "custom_keys": {"head": {"lr_mult": 1, "momentum": 0}},
+        "bias_lr_mul": 2}}}]}
+    problems = adapt(values, [])
+    text = "\n".join(problems)
+    assert "paramwise_cfg.dcn_offset_lr_mult: trainforge's models have no deformable convolutions" in text
+    assert "paramwise_cfg.custom_keys.head: only lr_mult and decay_mult" in text and "momentum" in text
+    assert "paramwise_cfg.bias_lr_mul is not an MMCV paramwise option" in text and "param_groups" in text
+    assert "param_groups" not in values["optimization"][0]  # nothing half-mapped
+
+
+def test_a_custom_key_that_matches_nothing_is_an_error_naming_it() -> None:
+    values = {"optimization": [{"optimizer": {"name": "SGD", "params": {"lr": 0.1},
+                                              "paramwise_cfg": {"custom_keys": {"rel_pos.mlp": {"decay_mult": 0}}}}}]}
+    assert adapt(values, []) == []
+    pair = parse(OptimizationPair, values["optimization"][0], "optimization[0]")
+    model = Net()
+    with pytest.raises(ConfigError, match=r"param_groups\[0\]\.pattern='\*rel_pos\.mlp\*' matches no parameter"):
+        _param_groups(model, [n for n, _ in model.named_parameters()], pair, "optimization[0]")
+
+
+def _digits(**trainer: object) -> dict:
+    cfg = copy.deepcopy(DIGITS)
+    cfg["trainer"].update(trainer)
+    return cfg
+
+
+def test_gradient_clip_algorithm_value_is_checked_with_the_choices() -> None:
+    cfg, _ = read_experiment(_digits(gradient_clip_val=1.0, gradient_clip_algorithm="value"))
+    assert cfg.trainer.gradient_clip_algorithm == "value"
+    with pytest.raises(ConfigError, match=r"trainer\.gradient_clip_algorithm='l2' is not allowed; expected one of "
+                                          r"norm, value"):
+        read_experiment(_digits(gradient_clip_algorithm="l2"))
+    with pytest.raises(ConfigError, match="gradient_clip_algorithm='max' is not allowed; expected one of norm, value"):
+        TrainingConfig(gradient_clip_algorithm="max")
+
+
+@pytest.mark.parametrize("algorithm", ["value", "norm"])
+def test_gradient_clip_algorithm_clips_each_element_or_the_norm(tmp_path: Path, algorithm: str) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(16, 4) * 100  # large inputs: every gradient element is far above the clip value
+    data = torch.utils.data.TensorDataset(x, torch.randn(16, 3) * 100)
+    model = nn.Linear(4, 3)
+    before = model.weight.detach().clone()
+    cfg = TrainingConfig(output_dir=str(tmp_path / algorithm), max_epochs=1, batch_size=16, optimizer="SGD", lr=1.0,
+                         scheduler=None, gradient_clip_val=0.01, gradient_clip_algorithm=algorithm,
+                         checkpoint=None, tensorboard=False, report=False, loss="MSELoss", metrics=[])
+    Trainer(model, cfg, train_data=data).fit()
+    step = (model.weight.detach() - before).abs()
+    if algorithm == "value":  # SGD with lr=1: each element moved by exactly the clipped gradient
+        assert torch.allclose(step, torch.full_like(step, 0.01), atol=1e-6)
+    else:
+        assert step.norm() <= 0.01 + 1e-6 and step.max() < 0.01 - 1e-4
+
+
+def test_fcos_config_with_the_listed_fixes_loads_and_notes_what_was_read(monkeypatch) -> None:
+    """Follow the error's advice on TorchOk's fcos_resnet50_coco.yaml: the result validates, with the
+    paramwise_cfg, COCODetection, FitResize, PadIfNeeded and MLFlowLoggerX names read as ours."""
+    from helpers import EXTERNAL
+
+    from trainforge.config.hydra_cli import compose, locate
+
+    monkeypatch.setenv("DB_URI", "x")
+    monkeypatch.setenv("S3_ARTIFACT_BUCKET", "y")
+    path = EXTERNAL / "torchok" / "configs" / "detection" / "fcos_resnet50_coco.yaml"
+    values, _ = compose(locate(str(path), None, None), [])
+    with pytest.raises(ConfigError) as error:
+        read_experiment(values, source="fcos")
+    assert str(error.value).count("\n  ") == 4  # task, joint_loss, metrics, monitor: one error, four items
+    fixed = copy.deepcopy(values)
+    params = fixed["task"]["params"]
+    fixed["task"] = {"name": "ObjectDetectionTask", "params": {
+        "backbone_name": "small_resnet", "backbone_params": {"width": 16, "depth": 3}, "head_name": "FCOSHead",
+        "head_params": {"image_size": [400, 672], "fpn_channels": 64, "levels": 3, "score_thresh": 0.05,
+                        "detections_per_img": 100, "topk_candidates": 1000, "nms_thresh": 0.5},
+        "num_classes": 81, "inputs": params["inputs"]}}
+    del fixed["joint_loss"], fixed["metrics"]
+    fixed["callbacks"][0]["params"]["monitor"] = "valid/detection/map_50"
+    cfg, notes = read_experiment(fixed, source="fcos")
+    notes = check_experiment(cfg, "train", notes)
+    text = "\n".join(notes)
+    assert cfg.optimization[0].param_groups[-1].pattern == "*.bias"
+    assert "read as optimization[0].param_groups" in text
+    assert "COCODetection is read as CocoDetection(data_folder=" in text
+    assert "annotations/instances_train2017.json" in text
+    assert "FitResize(max_height=400, max_width=672) is read as albumentations' LongestMaxSize" in text
+    assert "params.value is read as fill" in text and "'MLFlowLoggerX' is read as 'MLflowLogger'" in text
+    assert cfg.trainer.gradient_clip_algorithm == "norm" and cfg.trainer.gradient_clip_val == 35
