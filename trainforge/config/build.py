@@ -66,6 +66,9 @@ class Experiment:
     trainer: Any
     data: dict[str, Any] = field(default_factory=dict)  # phase -> a Dataset, or {name: Dataset}
     notes: list[str] = field(default_factory=list)
+    #: VALID / TEST -> what to evaluate: the data sets, with each one whose dataloader settings differ from
+    #: the trainer's evaluation settings as a loader of its own (batch_size, num_workers, ...)
+    eval_data: dict[str, Any] = field(default_factory=dict)
 
 
 # -- the checks before any data is read ----------------------------------------------------------------
@@ -189,6 +192,9 @@ def _check_data_pair(pair: DataPair, where: str, notes: list[str]) -> None:
             raise ConfigError(f"{where}.dataloader.{key} must be >= 1, got {getattr(loader, key)}")
     if loader.num_workers < 0:
         raise ConfigError(f"{where}.dataloader.num_workers must be >= 0, got {loader.num_workers}")
+    if pair.dataloader.drop_last and not where.startswith("data.TRAIN"):
+        notes.append(f"{where}.dataloader.drop_last is ignored: evaluation never drops samples (the metrics cover "
+                     "every sample)")
     if pair.limit is not None and pair.limit < 1:
         raise ConfigError(f"{where}.limit must be a positive number of samples, got {pair.limit}")
 
@@ -413,6 +419,8 @@ def build_experiment(
     """
     mode = mode or cfg.mode
     notes = check_experiment(cfg, mode, list(notes or []))  # notes: e.g. TorchOk names read as ours
+    if mode != "train" and cfg.resume_path is not None and cfg.task.load_checkpoint is None:
+        notes.append(f"{mode} uses {evaluation_checkpoint(cfg.resume_path)[1]}")
     for note in notes:
         print(f"trainforge: note: {note}", file=sys.stderr)
     seed = (cfg.seed_params or cfg.task.seed_params or _default_seed()).seed
@@ -427,6 +435,8 @@ def build_experiment(
     training_config = to_training_config(cfg, run_dir, mode, name)
     data = {phase: _build_phase(cfg, phase) for phase in ("TRAIN", "VALID", "TEST", "PREDICT")
             if getattr(cfg.data, phase) and (phase != "TRAIN" or mode == "train")}
+    eval_data = {phase: _own_loaders(cfg, phase, data[phase], training_config) for phase in ("VALID", "TEST")
+                 if phase in data}
     optimizers: list[tuple[Any, Any, str]] = []
     extra_callbacks: list[Any] = []
     if mode == "train":
@@ -454,13 +464,41 @@ def build_experiment(
     elif not cfg.task.compute_loss_on_valid:
         raise ConfigError(f"task.compute_loss_on_valid=false is not supported by {cls.__name__}; remove it")
     trainer = cls(
-        model, training_config, train_data=data.get("TRAIN"), valid_data=data.get("VALID"), criterion=criterion,
+        model, training_config, train_data=data.get("TRAIN"), valid_data=eval_data.get("VALID"), criterion=criterion,
         optimizer=first[0], scheduler=first[1], callbacks=callbacks, **task_kwargs,
     )
     classes = getattr(data.get("TRAIN") or data.get("VALID") or data.get("TEST"), "classes", None)
     if classes is not None:
         trainer.class_names = [str(c) for c in classes]
-    return Experiment(cfg, trainer, data, notes)
+    return Experiment(cfg, trainer, data, notes, eval_data)
+
+
+def _own_loaders(cfg: ExperimentConfig, phase: str, data: Any, tc: Any) -> Any:
+    """``data`` of ``phase`` with each data set whose ``dataloader`` section differs from the trainer's
+    evaluation settings (``eval_batch_size``: the first VALID set's; ``num_workers``...: the main phase's)
+    replaced by a loader with its own settings, so every VALID / TEST set keeps its batch size."""
+    from ..data import ResumableLoader
+
+    pairs: list[DataPair] = getattr(cfg.data, phase)
+    items = data if isinstance(data, dict) else {"only": data}
+    device_is_gpu = tc.device != "cpu" and torch.cuda.is_available()
+    out = {}
+    for (name, dataset), pair in zip(items.items(), pairs):
+        loader = pair.dataloader
+        settings = (loader.batch_size, loader.num_workers, loader.pin_memory, loader.persistent_workers,
+                    loader.timeout)
+        trainer_settings = (tc.eval_batch_size or tc.batch_size, tc.num_workers, tc.pin_memory,
+                            tc.persistent_workers, tc.data_timeout)
+        if settings == trainer_settings:
+            out[name] = dataset
+            continue
+        out[name] = ResumableLoader(
+            dataset, batch_size=loader.batch_size, shuffle=False, seed=tc.seed, num_workers=loader.num_workers,
+            pin_memory=loader.pin_memory and device_is_gpu, persistent_workers=loader.persistent_workers,
+            timeout=loader.timeout, rank=int(os.environ.get("RANK", "0")),
+            world_size=int(os.environ.get("WORLD_SIZE", "1")), pad_to_equal=False,
+        )
+    return out if isinstance(data, dict) else out["only"]
 
 
 def _default_seed() -> Any:
@@ -556,7 +594,7 @@ def to_training_config(
     if cfg.task.load_checkpoint is not None:
         values["load_checkpoint"] = _load_checkpoint_options(cfg.task.load_checkpoint)
     elif mode != "train" and cfg.resume_path is not None:  # test / predict the weights of a trained run
-        values["load_checkpoint"] = {"base_path": str(checkpoint_of(cfg.resume_path))}
+        values["load_checkpoint"] = {"base_path": str(evaluation_checkpoint(cfg.resume_path)[0])}
     for callback in cfg.callbacks:
         name = CALLBACK_ALIASES.get(callback.name, (None, callback.name))[1]
         params = {k: v for k, v in callback.params.items() if k not in IGNORED_CALLBACK_KEYS}
@@ -574,19 +612,76 @@ def to_training_config(
         raise ConfigError(f"trainer: {error}") from None
 
 
-def checkpoint_of(path: str | os.PathLike[str]) -> Path:
-    """The checkpoint ``path`` names: itself, or a run folder's newest intact checkpoint."""
-    from ..checkpoint import find_resume_checkpoint
+def evaluation_checkpoint(path: str | os.PathLike[str]) -> tuple[Path, str]:
+    """The weights ``trainforge test|predict`` uses for ``resume_path=path``, and a line saying which: of a
+    run folder (or its ``checkpoints/``), the best checkpoint by the monitored metric when it kept one
+    (Lightning's ``ckpt_path="best"``), else the newest; a checkpoint itself, as given.
+
+    >>> import json, tempfile, torch
+    >>> from trainforge.checkpoint import save_checkpoint
+    >>> run = Path(tempfile.mkdtemp())
+    >>> _ = (run / "config.yaml").write_text(json.dumps({"checkpoint": {"monitor": "valid/accuracy", "mode": "max"}}))
+    >>> for step, score in ((10, 0.9), (20, 0.7)):
+    ...     meta = {"global_step": step, "monitor": "valid/accuracy", "score": score}
+    ...     _ = save_checkpoint(run / "checkpoints" / f"step{step}", {"w": torch.ones(1)}, meta)
+    >>> found, why = evaluation_checkpoint(run)
+    >>> found.name, why.split(": ", 1)[1]
+    ('step10', 'the best checkpoint by valid/accuracy (max): step10 (valid/accuracy=0.9000), not the newest step20')
+    """
+    from ..checkpoint import find_resume_checkpoint, read_manifest
 
     folder = Path(path)
-    if (folder / "checkpoints").is_dir():
-        found = find_resume_checkpoint(folder / "checkpoints")
-        if found is None:
-            raise ConfigError(f"resume_path={str(path)!r}: the run folder has no intact checkpoint")
-        return Path(found)
+    where = f"resume_path={str(path)!r}"
     if not folder.exists():
-        raise ConfigError(f"resume_path={str(path)!r} does not exist; give a run folder or a checkpoint")
-    return folder
+        raise ConfigError(f"{where} does not exist; give a run folder or a checkpoint")
+    if (folder / "MANIFEST.json").exists() or folder.is_file():
+        return folder, f"{where}: the checkpoint given ({folder.name})"
+    run = folder if (folder / "checkpoints").is_dir() else folder.parent
+    checkpoints = folder / "checkpoints" if (folder / "checkpoints").is_dir() else folder
+    newest = find_resume_checkpoint(checkpoints)
+    if newest is None:
+        raise ConfigError(f"{where}: {checkpoints} holds no intact checkpoint")
+    mode = _checkpoint_mode(run / "config.yaml")
+    scored = []
+    for candidate in sorted(p for p in checkpoints.iterdir() if p.is_dir() and (p / "MANIFEST.json").exists()):
+        if candidate.name == "last" or ".tmp-" in candidate.name or ".old-" in candidate.name:
+            continue  # last: the resume point, a link to the newest save, not a kept best
+        try:
+            meta = read_manifest(candidate)["metadata"]
+        except Exception:  # a broken manifest: find_resume_checkpoint has warned about it
+            continue
+        score = meta.get("score")
+        if meta.get("monitor") and isinstance(score, (int, float)) and math.isfinite(score):
+            scored.append((float(score), candidate, str(meta["monitor"])))
+    if not scored or (mode is None and len(scored) > 1):
+        why = "no checkpoint kept by a monitored metric" if not scored else "the monitor's mode is unknown"
+        return newest, f"{where}: the newest checkpoint {newest.name} ({why})"
+    score, best, monitor = (max if mode == "max" else min)(scored, key=lambda item: item[0])
+    if best.resolve() == newest.resolve() or (newest.name == "last" and _same_files(best, newest)):
+        return best, f"{where}: the best checkpoint by {monitor} ({mode}): {best.name} ({monitor}={score:.4f}), " \
+            "also the newest"
+    return best, (f"{where}: the best checkpoint by {monitor} ({mode}): {best.name} ({monitor}={score:.4f}), not the "
+                  f"newest {newest.name}")
+
+
+def _checkpoint_mode(config_file: Path) -> str | None:
+    """``checkpoint.mode`` of a run's ``config.yaml`` (what the trainer wrote), or None."""
+    import yaml
+
+    try:
+        values = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None
+    policy = values.get("checkpoint") if isinstance(values, dict) else None
+    mode = policy.get("mode", "min") if isinstance(policy, dict) else None
+    return mode if mode in ("min", "max") else None
+
+
+def _same_files(a: Path, b: Path) -> bool:
+    try:
+        return (a / "MANIFEST.json").read_bytes() == (b / "MANIFEST.json").read_bytes()
+    except OSError:
+        return False
 
 
 def _device(accelerator: str, devices: Any) -> str | None:

@@ -215,7 +215,7 @@ def run_experiment(values: dict[str, Any], run_dir: Path, command: str, name: st
         state = trainer.fit(resume_from=cfg.resume_path)
         metrics = {k: float(v) for k, v in state.metrics.items() if _is_number(v)}
     elif mode == "test":
-        metrics = trainer.evaluate(experiment.data["TEST"], phase="TEST")
+        metrics = trainer.evaluate(experiment.eval_data["TEST"], phase="TEST")
     else:
         metrics = _predict(trainer, experiment.data["PREDICT"], run_dir)
     result = RunResult(run_dir, metrics)
