@@ -5,6 +5,7 @@ stops with one error that lists every such key with its fix instead of one error
 from __future__ import annotations
 
 import copy
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -105,6 +106,10 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+def _multiplier(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
 def _glob_escape(text: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
@@ -135,15 +140,21 @@ def _paramwise(pair: dict[str, Any], where: str, notes: list[str], problems: lis
             ok = False
     rules: list[dict[str, Any]] = []
     custom = cfg.get("custom_keys") or {}
-    if not isinstance(custom, dict):
-        problems.append(f"{key}.custom_keys must map a name part to {{lr_mult, decay_mult}}")
+    if not isinstance(custom, dict) or not all(isinstance(k, str) and k for k in custom):
+        problems.append(f"{key}.custom_keys must map a part of a parameter name to {{lr_mult, decay_mult}}, got "
+                        f"{custom!r}")
         return
     for name in sorted(sorted(custom), key=len, reverse=True):  # MMCV's order: the longest key first
         options = custom[name] if isinstance(custom[name], dict) else None
-        extra = sorted(set(options or {"?": 0}) - {"lr_mult", "decay_mult"})
+        extra = sorted(map(str, set(options or {"?": 0}) - {"lr_mult", "decay_mult"}))
         if extra:
             problems.append(f"{key}.custom_keys.{name}: only lr_mult and decay_mult map onto a trainforge rule, "
                             f"got {extra if options is not None else custom[name]!r}")
+            ok = False
+            continue
+        bad = {k: v for k, v in options.items() if not _multiplier(v)}
+        if bad:
+            problems.append(f"{key}.custom_keys.{name}: {bad!r}: expected numbers >= 0")
             ok = False
             continue
         rules.append({"pattern": f"*{_glob_escape(str(name))}*", "lr_mult": float(options.get("lr_mult", 1.0)),
@@ -152,7 +163,7 @@ def _paramwise(pair: dict[str, Any], where: str, notes: list[str], problems: lis
     for sub in ("bias_lr_mult", "bias_decay_mult", "norm_decay_mult", "dwconv_decay_mult"):
         if sub in cfg:
             value = cfg[sub]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            if not _multiplier(value):
                 problems.append(f"{key}.{sub}={value!r}: expected a number >= 0")
                 ok = False
             else:
@@ -202,7 +213,7 @@ def _dataset(dataset: dict[str, Any], where: str, phase: str, notes: list[str], 
     for key in ("image_format",):
         if key in params:
             mapped[key] = params[key]
-    dropped = sorted(k for k in params if k not in ("data_folder", "train", *mapped))
+    dropped = sorted(str(k) for k in params if k not in ("data_folder", "train", *mapped))
     dataset["name"], dataset["params"] = "CocoDetection", mapped
     notes.append(f"{where}: TorchOk's COCODetection is read as CocoDetection(data_folder={mapped['data_folder']!r}, "
                  f"annotation_path={mapped['annotation_path']!r}), the COCO 2017 layout (nothing downloads)"
@@ -215,7 +226,7 @@ def _transform(item: dict[str, Any], where: str, notes: list[str], problems: lis
     if name == "FitResize":
         params = params if isinstance(params, dict) else {}
         height, width = params.get("max_height"), params.get("max_width")
-        extra = sorted(set(params) - {"max_height", "max_width", "interpolation", "p"})
+        extra = sorted(map(str, set(params) - {"max_height", "max_width", "interpolation", "p"}))
         if not (isinstance(height, int) and isinstance(width, int)) or extra:
             problems.append(f"{where}: TorchOk's FitResize needs max_height and max_width (got {params!r}); write "
                             "name: LongestMaxSize, params: {max_size_hw: [H, W]}")
@@ -225,7 +236,7 @@ def _transform(item: dict[str, Any], where: str, notes: list[str], problems: lis
         item["params"] = {"max_size_hw": [height, width], **kept}
         notes.append(f"{where}: TorchOk's FitResize(max_height={height}, max_width={width}) is read as albumentations' "
                      f"LongestMaxSize(max_size_hw=({height}, {width})): the same fit, aspect ratio kept")
-    renames = _TRANSFORM_RENAMES.get(name)
+    renames = _TRANSFORM_RENAMES.get(name) if isinstance(name, str) else None
     if renames and isinstance(params, dict):
         for old, new in renames.items():
             if old in params and new not in params:
@@ -292,22 +303,24 @@ def _detection(values: dict[str, Any], problems: list[str]) -> None:
     losses = [t for t in _list(loss.get("losses") if isinstance(loss, dict) else None) if isinstance(t, dict)]
     if losses:
         named = ", ".join(f"{t.get('name')} ({t.get('tag')})" for t in losses)
+        mapping = losses[0].get("mapping") if isinstance(losses[0].get("mapping"), dict) else {}
         problems.append(f"joint_loss: {named} read MMDetection's internal tensors (e.g. "
-                        f"{next(iter((losses[0].get('mapping') or {}).values()), 'cls_scores')}): delete joint_loss; "
+                        f"{next(iter(mapping.values()), 'cls_scores')}): delete joint_loss; "
                         "the torchvision detector computes its own terms (logged as train/loss/<term>: "
                         "classification, bbox_regression, bbox_ctrness)")
     stale = [(i, m["name"]) for i, m in enumerate(_list(values.get("metrics")))
-             if isinstance(m, dict) and m.get("name") in DETECTION_METRICS]
+             if isinstance(m, dict) and isinstance(m.get("name"), str) and m["name"] in DETECTION_METRICS]
     if stale:
         named = ", ".join(f"metrics[{i}].name={name!r}" for i, name in stale)
         why = "; ".join(f"{name}: {DETECTION_METRICS[name]}" for name in dict.fromkeys(n for _, n in stale))
         problems.append(f"{named} ({why}): delete them; ObjectDetectionTask logs COCO mAP itself (torchmetrics' "
                         "MeanAveragePrecision): valid/detection/map, valid/detection/map_50, valid/detection/map_75, "
                         "valid/detection/map_small...")
+    tags = {str(m.get("tag")) for m in _list(values.get("metrics")) if isinstance(m, dict)
+            and isinstance(m.get("name"), str) and m["name"] in DETECTION_METRICS}
     for i, callback in enumerate(_list(values.get("callbacks"))):
-        monitor = (callback.get("params") or {}).get("monitor") if isinstance(callback, dict) else None
-        tags = {m.get("tag") for m in _list(values.get("metrics")) if isinstance(m, dict)
-                and m.get("name") in DETECTION_METRICS}
+        params = callback.get("params") if isinstance(callback, dict) else None
+        monitor = params.get("monitor") if isinstance(params, dict) else None
         if isinstance(monitor, str) and monitor.split("/")[-1] in tags:
             suffix = "map_75" if "75" in monitor else "map_50" if "50" in monitor else "map"
             problems.append(f"callbacks[{i}].params.monitor={monitor!r} names a metric above: monitor "
@@ -347,7 +360,8 @@ def _unknown_names(values: dict[str, Any], problems: list[str]) -> None:
         if isinstance(metric, dict):
             check(f"metrics[{i}].name", metric.get("name"), get_registry("metrics").get)
     for i, callback in enumerate(_list(values.get("callbacks"))):
-        if isinstance(callback, dict) and callback.get("name") not in CALLBACK_ALIASES:
+        if isinstance(callback, dict) and isinstance(callback.get("name"), str) and (
+                callback["name"] not in CALLBACK_ALIASES):
             check(f"callbacks[{i}].name", callback.get("name"), get_registry("callbacks").get)
     data = values.get("data")
     for phase, pairs in (data.items() if isinstance(data, dict) else []):

@@ -182,3 +182,60 @@ def test_fcos_config_with_the_listed_fixes_loads_and_notes_what_was_read(monkeyp
     assert "FitResize(max_height=400, max_width=672) is read as albumentations' LongestMaxSize" in text
     assert "params.value is read as fill" in text and "'MLFlowLoggerX' is read as 'MLflowLogger'" in text
     assert cfg.trainer.gradient_clip_algorithm == "norm" and cfg.trainer.gradient_clip_val == 35
+
+
+def _leaf_paths(node: object, prefix: tuple = ()) -> list[tuple]:
+    found = [prefix] if prefix else []
+    if isinstance(node, dict):
+        for key, item in node.items():
+            found += _leaf_paths(item, (*prefix, key))
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            found += _leaf_paths(item, (*prefix, i))
+    return found
+
+
+def _fcos_raw() -> dict:
+    from helpers import EXTERNAL
+
+    return yaml.safe_load((EXTERNAL / "torchok" / "configs" / "detection" / "fcos_gcvit-t_coco.yaml").read_text())
+
+
+FCOS_PATHS = _leaf_paths(_fcos_raw())
+
+
+def test_fuzzed_torchok_detection_configs_raise_only_config_errors() -> None:
+    """Hypothesis mutates TorchOk's FCOS config anywhere (paramwise_cfg, head_params, metrics, callbacks...):
+    reading it raises nothing but ``ConfigError`` (RELIABILITY B28)."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    leaves = st.none() | st.booleans() | st.integers(-3, 10**6) | st.floats(allow_nan=True) | st.text(max_size=6) \
+        | st.sampled_from(["MMDetectionMAP", "FitResize", "COCODetection", "*", "[", "valid/MMDetMAP_50"])
+    anything = st.recursive(leaves, lambda inner: st.lists(inner, max_size=3)
+                            | st.dictionaries(st.text(max_size=6) | st.integers(0, 3), inner, max_size=3),
+                            max_leaves=5)
+
+    @st.composite
+    def mutated(draw: st.DrawFn) -> dict:
+        cfg = _fcos_raw()
+        for _ in range(draw(st.integers(1, 3))):
+            path = draw(st.sampled_from(FCOS_PATHS))
+            parent = cfg
+            try:
+                for key in path[:-1]:
+                    parent = parent[key]
+                parent[path[-1]] = draw(anything)
+            except (KeyError, IndexError, TypeError):
+                continue  # an earlier mutation removed or retyped this path
+        return cfg
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(mutated())
+    def run(values: dict) -> None:
+        try:
+            read_experiment(values, source="fuzz")
+        except ConfigError:
+            pass
+
+    run()
