@@ -65,6 +65,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed and len(failed) == len(results) else 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export.run import export_run
+
+    shape = _input_shape(args.input_shape) if args.input_shape else None
+    result = export_run(args.source, args.onnx, opset_version=args.opset, input_shape=shape,
+                        overwrite=args.overwrite, exporter=args.exporter)
+    print(f"onnx: {result.path.resolve()}")
+    print(result.summary())
+    return 0
+
+
+def _input_shape(text: str) -> tuple[int, ...]:
+    from .errors import ConfigError
+
+    try:
+        shape = tuple(int(part) for part in text.replace("x", ",").split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise ConfigError(f"--input-shape {text!r}: expected C,H,W of positive integers, e.g. 3,224,224")
+    return shape
+
+
 def _cmd_ls(args: argparse.Namespace) -> int:
     from .registry import CATALOGUE, get_registry
 
@@ -141,6 +164,22 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--strict", action="store_true", help="fail on the first section error instead of warning")
     report.add_argument("--open", action="store_true", help="open the page in the default web browser")
     report.set_defaults(func=_cmd_report)
+
+    export = commands.add_parser(
+        "export", help="export a trained run's model to ONNX, verified with onnxruntime",
+        description="Rebuild the model of a YAML experiment's run folder (its newest intact checkpoint) or of one "
+        "checkpoint folder, export it to ONNX and check onnxruntime's outputs against torch's.",
+    )
+    export.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT",
+                        help="runs/<experiment>/<time>, or <run folder>/checkpoints/<name>")
+    export.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the ONNX file to write")
+    export.add_argument("--opset", type=int, default=None, metavar="N", help="ONNX opset version (default: 17)")
+    export.add_argument("--input-shape", default=None, metavar="C,H,W",
+                        help="input size (default: task.params.inputs, else one sample of the run's data)")
+    export.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript",
+                        help="torch.onnx exporter (dynamo needs onnxscript and opset >= 18)")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing file trainforge did not write")
+    export.set_defaults(func=_cmd_export)
 
     from .data.cli import add_parser as add_data_parser  # data validate|cache|preview
 

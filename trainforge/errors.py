@@ -59,3 +59,8 @@ class DatasetError(TrainforgeError, ValueError):
 class RunFolderError(TrainforgeError, FileExistsError):
     """A run folder is in use by another run, or holds another run's files, or has a link planted among
     its entries; names the folder and how to proceed (resume, ``overwrite``, another ``output_dir``)."""
+
+
+class ExportError(TrainforgeError, RuntimeError):
+    """A model could not be exported, or the exported file computes something else than the model (ONNX
+    verification); names the file, the output and the difference."""

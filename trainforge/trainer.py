@@ -184,6 +184,8 @@ class Trainer:
         self.loggers: list[Any] = []
         self.class_names, self._class_names_source = _class_names(class_names, self.train_data, self.valid_data)
         self._in_custom_evaluate = False  # see _posting_evaluate
+        self._report_capture: Any = None  # armed for the final evaluation of a fit (see _arm_report_capture)
+        self._report_captured: Any = None
         self._apply_callbacks(callbacks)
         if "evaluate" not in self.__dict__ and type(self).evaluate is not Trainer.evaluate:
             self.evaluate = self._posting_evaluate(self.evaluate)  # a subclass's evaluate: post what it returns
@@ -450,6 +452,8 @@ class Trainer:
             outputs["loss"] = loss.detach()
         outputs["num_samples"] = _batch_size(batch)
         self.compute_metrics(self._eval_phase, outputs, batch, loader=self._eval_loader_name)
+        if self._report_capture is not None and self._eval_loader_name is None:
+            self._report_capture.add(self._report_sample(batch, outputs.get("output")))
         return outputs
 
     def compute_metrics(
@@ -588,10 +592,47 @@ class Trainer:
         self.model.eval()
         try:
             with self._ema_weights():
-                self.save_report_samples(loader)
+                captured = self._valid_report_capture()
+                if captured is not None:  # the final evaluation saw these weights: no second pass
+                    captured.save(self.run_dir, self.class_names, weights=self._report_weights())
+                else:
+                    self.save_report_samples(loader)
         finally:
             self._model_fn = model_fn
             self.model.train(was_training)
+
+    def _arm_report_capture(self) -> None:
+        """Before the evaluation at the end of a fit's last epoch: collect the report's classification
+        samples from it (the main validation set), so ``_save_report_data`` needs no second pass over
+        the validation data. Only where that pass would see the same batches: rank 0 of one process,
+        the default ``save_report_samples``, a report to build."""
+        state = self.recipe.state
+        if not (getattr(self, "_fitting", False) and state.epoch_complete and state.epoch + 1 >= state.max_epochs
+                and self.config.report and self.runtime.world_size == 1
+                and type(self).save_report_samples is Trainer.save_report_samples):
+            return
+        from .report import ClassificationSamples
+
+        self._report_capture = ClassificationSamples(seed=self.config.seed)
+
+    def _weights_fingerprint(self) -> torch.Tensor:
+        """The 2-norm of every floating tensor of the model's state (weights and buffers), on the CPU:
+        any update between the final evaluation and the report (best weights loaded, a callback
+        averaging weights at fit end) changes it."""
+        tensors = [t.detach() for t in self.model.state_dict().values() if t.is_floating_point()]
+        return torch.stack(torch._foreach_norm(tensors)).cpu() if tensors else torch.zeros(0)
+
+    def _valid_report_capture(self) -> Any:
+        """The samples collected by the final evaluation, if it covered the validation data set with the
+        weights the model holds now (EMA swapped in as there); else None (the report makes its pass)."""
+        captured, self._report_captured = self._report_captured, None
+        if captured is None:
+            return None
+        samples, step, fingerprint = captured
+        if (step != self.recipe.state.global_step or not samples.classification or samples.batches == 0
+                or not torch.equal(fingerprint, self._weights_fingerprint())):
+            return None
+        return samples
 
     def save_report_samples(self, loader: Any) -> None:
         """Write this task's sample data for the report from the validation ``loader`` (batches not yet on
@@ -625,12 +666,20 @@ class Trainer:
 
     def _report_batch(self, batch: dict[str, Any]) -> tuple[Any, Any, Any] | None:
         """``(inputs, targets, probabilities)`` of a classification batch on the CPU; None otherwise."""
-        output = self.forward(batch, training=False).get("output")
+        return self._report_sample(batch, self.forward(batch, training=False).get("output"), strict=True)
+
+    def _report_sample(self, batch: dict[str, Any], output: Any, strict: bool = False) -> tuple[Any, Any, Any] | None:
+        """``(inputs, targets, probabilities)`` of a classification batch and its model output, on the CPU;
+        None for other outputs. Class names that do not fit the output raise when ``strict``, else give
+        None (the final evaluation's capture is dropped and the report's own pass says so)."""
         target = batch.get("target")
         if not (isinstance(output, torch.Tensor) and output.dim() == 2 and isinstance(target, torch.Tensor)
                 and target.dim() == 1 and not target.is_floating_point()):
             return None
-        self._check_class_names(int(output.shape[1]))
+        if strict:
+            self._check_class_names(int(output.shape[1]))
+        elif self.class_names is not None and len(self.class_names) != output.shape[1]:
+            return None
         x = batch["input"]
         images = x.detach().float().cpu() if isinstance(x, torch.Tensor) and x.dim() == 4 else None
         return images, target.cpu(), output.float().softmax(-1).cpu()
@@ -697,12 +746,17 @@ class Trainer:
             self.recipe.callbacks.fire("eval_start", state)
         was_training = self.model.training
         self.model.eval()
+        if data is None and phase == "VALID":
+            self._arm_report_capture()
         try:
             with self._ema_weights():
                 for name, loader in loaders.items():
                     results.update(self._evaluate_loader(name, loader, phase))
                     non_scalars.update(self._last_non_scalars.get(prefixes[name], {}))
+                if self._report_capture is not None:  # kept with the weights it saw, checked at the report
+                    self._report_captured = (self._report_capture, state.global_step, self._weights_fingerprint())
         finally:
+            self._report_capture = None
             self.model.train(was_training)
         state.metrics.update(results)
         if nested:
@@ -1314,6 +1368,36 @@ class Trainer:
         with self._ema_weights():
             self._guard.assert_finite_weights(self.model)
             return export_safetensors(self.model, path, metadata)
+
+    def export_onnx(self, path: str | os.PathLike[str], example_input: torch.Tensor | None = None,
+                    **options: Any) -> Any:
+        """Export the model (the EMA weights when enabled) to ONNX at ``path``, verified with onnxruntime;
+        returns ``trainforge.export.OnnxExport`` (path, input/output names, max difference). The example
+        input is ``example_input`` or two samples of the training (else validation) data, after
+        ``preprocess``; ``options`` are ``trainforge.export.export_onnx``'s (``opset_version``, ``atol``,
+        ``overwrite``...).
+
+        >>> import tempfile
+        >>> from trainforge.data import load_digits_split
+        >>> train, _ = load_digits_split()
+        >>> cfg = TrainingConfig(output_dir=tempfile.mkdtemp(), tensorboard=False, checkpoint=None)
+        >>> trainer = Trainer(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), cfg, train_data=train)
+        >>> trainer.export_onnx(f"{cfg.output_dir}/model.onnx").output_names
+        ['output']
+        """
+        from .export import export_onnx
+        from .export.sample import sample_input
+
+        self.setup()
+        if example_input is None and "input_shape" not in options:
+            example_input = sample_input(self.train_data if self.train_data is not None else self.valid_data)
+            if example_input is None:
+                raise ConfigError("export_onnx needs an example input: this trainer has no data to take one from; "
+                                  "pass example_input=<batch tensor> or input_shape=(C, H, W)")
+            example_input = self.preprocess(example_input)
+        with self._ema_weights():
+            self._guard.assert_finite_weights(self.model)
+            return export_onnx(self.model, path, example_input, **options)
 
 CHECKPOINT_FORMAT = 1
 

@@ -232,7 +232,9 @@ class _References(HTMLParser):
         self.found += [value for key, value in attrs if key in ("src", "href") and not value.startswith("#")]
 
 
-def test_report_references_only_valid_pngs_and_its_curves_match_the_log(run):
+def test_report_references_only_valid_figures_and_its_curves_match_the_log(run):
+    from xml.etree import ElementTree
+
     from PIL import Image
 
     _, _, _, run_dir = run
@@ -249,15 +251,19 @@ def test_report_references_only_valid_pngs_and_its_curves_match_the_log(run):
         with Image.open(report / ref) as image:
             assert image.format == "PNG"
             image.verify()
-    expected = {"curve_loss.png", "curve_accuracy.png", "curve_f1_score.png", "lr_learning_rate.png",
-                "throughput_samples_per_s.png", "throughput_step_time_s.png", "confusion_matrix.png",
-                "per_class.png", "samples_best.png", "samples_worst.png", "samples_confused.png",
-                "metric_valid_noisy_confusion_matrix.png"}  # valid/ is confusion_matrix.png: one per loader
-    assert expected <= set(pngs)
+    svgs = [ref for ref in parser.found if ref.endswith(".svg")]
+    for ref in svgs:
+        assert ElementTree.parse(report / ref).getroot().tag == "{http://www.w3.org/2000/svg}svg", ref
+    assert {"samples_best.png", "samples_worst.png", "samples_confused.png"} <= set(pngs)
+    expected = {"curve_loss.svg", "curve_accuracy.svg", "curve_f1_score.svg", "lr_learning_rate.svg",
+                "throughput_samples_per_s.svg", "throughput_step_time_s.svg", "confusion_matrix.svg",
+                "per_class.svg", "metric_valid_noisy_confusion_matrix.svg"}  # valid/ is confusion_matrix.svg
+    assert expected <= set(svgs)
     assert "digit3" in html  # class names in the per-class table
+    assert ">digit3</text>" in (report / "confusion_matrix.svg").read_text()  # and on the matrix's axes
 
     curves = json.loads((report / "data" / "curves.json").read_text())
-    assert set(curves["figures"]["curve_loss.png"]) == {"train/loss", "valid/loss", "valid_noisy/loss"}
+    assert set(curves["figures"]["curve_loss.svg"]) == {"train/loss", "valid/loss", "valid_noisy/loss"}
     last: dict[str, dict[int, float]] = {}
     for record in read_metrics_jsonl(run_dir / "metrics.jsonl"):
         for name, value in record["metrics"].items():
@@ -320,7 +326,7 @@ def test_logger_in_callbacks_per_class_and_curve_metrics_and_clamped_top_k(tmp_p
     assert any("train/loss" in m for _, m in logger.metrics) and logger.closed
     assert logger.hparams[0][1]["valid/top20"] == 1.0
     report = Path(trainer.run_dir) / "report"
-    assert (report / "metric_valid_per_class.png").is_file() and (report / "metric_valid_roc.png").is_file()
+    assert (report / "metric_valid_per_class.svg").is_file() and (report / "metric_valid_roc.svg").is_file()
 
 
 # -- console -------------------------------------------------------------------------------------------------
@@ -358,8 +364,8 @@ def test_report_of_non_image_inputs_has_no_sample_grids(tmp_path, digits):
     trainer.fit()
     saved = load_classification_data(tmp_path / CLASSIFICATION_FILE)
     assert saved["images"] is None and int(saved["confusion_matrix"].sum()) == 90
-    pngs = {p.name for p in (tmp_path / "report").glob("*.png")}
-    assert {"confusion_matrix.png", "per_class.png"} <= pngs and "samples_worst.png" not in pngs
+    figures = {p.name for p in (tmp_path / "report").iterdir()}
+    assert {"confusion_matrix.svg", "per_class.svg"} <= figures and "samples_worst.png" not in figures
 
 
 def test_a_failing_report_warns_and_keeps_the_run(tmp_path, data, monkeypatch, capsys):

@@ -44,7 +44,7 @@ def test_report_subcommand_builds_the_page(run_dir):
     page = run_dir / "report" / "index.html"
     assert done.stdout.strip() == f"report: {page}"
     html = page.read_text()
-    assert "curve_loss.png" in html and (run_dir / "report" / "curve_loss.png").is_file()
+    assert "curve_loss.svg" in html and (run_dir / "report" / "curve_loss.svg").is_file()
 
 
 def test_report_of_a_missing_folder_names_it_and_exits_2(tmp_path):

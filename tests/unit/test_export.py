@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from trainforge import export
 from trainforge.errors import ModelLoadError
 from trainforge.export import MAX_HEADER_BYTES, export_safetensors, load_safetensors
+from trainforge.export import weights as export  # the module that writes and reads safetensors
 
 
 class TiedNet(torch.nn.Module):
@@ -234,7 +234,7 @@ def test_huge_header_length_is_refused_before_reading(tmp_path, monkeypatch):
         def __exit__(self, *exc):
             self.handle.close()
 
-    monkeypatch.setattr(export, "open", RecordingFile, raising=False)  # shadows the builtin in export.py
+    monkeypatch.setattr(export, "open", RecordingFile, raising=False)  # shadows the builtin in export/weights.py
     with pytest.raises(ModelLoadError, match="limit"):
         load_safetensors(path)
     assert reads == [8]  # only the length prefix was read

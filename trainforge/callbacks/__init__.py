@@ -7,6 +7,7 @@ from .early_stopping import EarlyStopping
 from .ema import EMA
 from .freezing import FreezeBatchNorm, FreezeUnfreeze, LayerFreezer, freeze_batchnorm, set_batchnorm_eval
 from .metrics import EpochMetricAvg
+from .onnx_checkpoint import ModelCheckpointWithOnnx
 from .optimizer import Optimizer
 from .stdout import StdoutLogger
 
@@ -20,6 +21,7 @@ __all__ = [
     "FreezeUnfreeze",
     "LayerFreezer",
     "ModelCheckpoint",
+    "ModelCheckpointWithOnnx",
     "Optimizer",
     "StdoutLogger",
     "freeze_batchnorm",

@@ -7,6 +7,8 @@ from .checkpoint import ModelCheckpoint
 from .early_stopping import EarlyStopping
 from .ema import EMA
 from .freezing import FreezeBatchNorm, FreezeUnfreeze, LayerFreezer
+from .onnx_checkpoint import ModelCheckpointWithOnnx
 
-for _cls in (ModelCheckpoint, EarlyStopping, EMA, FreezeBatchNorm, FreezeUnfreeze, LayerFreezer):
+for _cls in (ModelCheckpoint, EarlyStopping, EMA, FreezeBatchNorm, FreezeUnfreeze, LayerFreezer,
+             ModelCheckpointWithOnnx):
     registry("callbacks").register(_cls)

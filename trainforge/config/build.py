@@ -43,8 +43,6 @@ _PRECISION = {32: "32", "32": "32", 16: "16-mixed", "16": "16-mixed", "16-mixed"
 _NAMED_SCHEDULES = ("constant", "linear", "cosine", "polynomial")
 #: TorchOk / Lightning callbacks that trainforge does differently: name -> (what happens, replacement or None).
 CALLBACK_ALIASES: dict[str, tuple[str, str | None]] = {
-    "ModelCheckpointWithOnnx": ("read as ModelCheckpoint; export ONNX after training with trainforge's export",
-                                "ModelCheckpoint"),
     "FinalizeLogger": ("not needed: trainforge's loggers close themselves at the end of fit", None),
     "TQDMProgressBar": ("not needed: trainforge draws its own progress bar (trainer.progress_bar)", None),
     "LearningRateMonitor": ("not needed: the learning rate is logged as lr at every logging step", None),
@@ -151,6 +149,11 @@ def _check_task(cfg: ExperimentConfig) -> None:
         raise ConfigError("task.params.input_size is TorchOk's old name: write inputs: [{shape: [C, H, W], "
                           "dtype: float32}]")
     _check_keys(cfg.task.params, accepted, "task.params")
+    if hasattr(cls, "config_problems"):  # a task that checks its own params (ONNXTask: the file, its names)
+        problems = cls.config_problems(cfg)
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return
     for part in ("backbone", "neck", "pooling", "head"):
         name = cfg.task.params.get(f"{part}_name")
         params = cfg.task.params.get(f"{part}_params")
@@ -222,7 +225,7 @@ def _check_metrics(cfg: ExperimentConfig, notes: list[str]) -> set[str]:
         where = f"metrics[{i}]"
         cls = _wrap_registry_error(f"{where}.name", lambda m=metric: get_registry("metrics").get(m.name))
         _check_signature(cls, metric.params, f"{where}.params")
-        instance = _build_metric(cls, metric, cfg.task.params.get("num_classes"), where)
+        instance = _build_metric(cls, metric, _num_classes(cfg), where)
         if metric.mapping is not None:
             update = inspect.signature(type(instance).update).parameters
             if not any(p.kind is p.VAR_KEYWORD or p.kind is p.VAR_POSITIONAL for p in update.values()):
@@ -260,6 +263,15 @@ def _has_own_metrics(task: str) -> bool:
     except RegistryError:
         return False
     return isinstance(cls, type) and issubclass(cls, Task) and cls.task_metrics is not Task.task_metrics
+
+
+def _num_classes(cfg: ExperimentConfig) -> Any:
+    """``task.params.num_classes``, else what the task reads from its own params (ONNXTask: the file)."""
+    count = cfg.task.params.get("num_classes")
+    if count is None:
+        reader = getattr(task_class(cfg.task.name), "num_classes_from_params", None)
+        count = reader(cfg.task.params) if reader is not None else None
+    return count
 
 
 def _rename_monitors(cfg: ExperimentConfig, notes: list[str]) -> None:
@@ -425,7 +437,8 @@ def build_experiment(
         print(f"trainforge: note: {note}", file=sys.stderr)
     seed = (cfg.seed_params or cfg.task.seed_params or _default_seed()).seed
     torch.manual_seed(seed)  # the model's initial weights follow the experiment's seed
-    model = build_model(cfg)
+    cls = task_class(cfg.task.name)
+    model = cls.model_from_params(cfg.task.params) if hasattr(cls, "model_from_params") else build_model(cfg)
     forever = _freeze_entries(cfg, model)
     holder: dict[str, Any] = {}  # the first optimizer and schedule, built after the freezes below
     unfreezes = _scheduled_unfreezes(cfg, model, lambda: holder["optimizer"], lambda: holder.get("scheduler"))
@@ -457,7 +470,6 @@ def build_experiment(
     if unfreezes and first[0] is None:
         unfreezes = []  # test / predict: nothing is trained, nothing to unfreeze
     callbacks = [*unfreezes, *_build_callbacks(cfg, model, first[0]), *extra_callbacks]
-    cls = task_class(cfg.task.name)
     task_kwargs = {k: v for k, v in cfg.task.params.items() if k in _task_keywords(cls)}
     if "compute_loss_on_valid" in _task_keywords(cls):
         task_kwargs.setdefault("compute_loss_on_valid", cfg.task.compute_loss_on_valid)
@@ -598,7 +610,8 @@ def to_training_config(
     for callback in cfg.callbacks:
         name = CALLBACK_ALIASES.get(callback.name, (None, callback.name))[1]
         params = {k: v for k, v in callback.params.items() if k not in IGNORED_CALLBACK_KEYS}
-        if name == "ModelCheckpoint":
+        if name in ("ModelCheckpoint", "ModelCheckpointWithOnnx"):  # the latter also runs as a callback (ONNX)
+            params = {k: v for k, v in params.items() if k not in ("export_to_onnx", "onnx_params", "remove_head")}
             values["checkpoint"] = {"monitor": None, "mode": "min", "save_top_k": 1, "save_last": True, **params}
         elif name == "EarlyStopping":
             values["early_stopping"] = params

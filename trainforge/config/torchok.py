@@ -319,8 +319,8 @@ def _detection(values: dict[str, Any], problems: list[str]) -> None:
     tags = {str(m.get("tag")) for m in _list(values.get("metrics")) if isinstance(m, dict)
             and isinstance(m.get("name"), str) and m["name"] in DETECTION_METRICS}
     for i, callback in enumerate(_list(values.get("callbacks"))):
-        params = callback.get("params") if isinstance(callback, dict) else None
-        monitor = params.get("monitor") if isinstance(params, dict) else None
+        options = callback.get("params") if isinstance(callback, dict) else None
+        monitor = options.get("monitor") if isinstance(options, dict) else None
         if isinstance(monitor, str) and monitor.split("/")[-1] in tags:
             suffix = "map_75" if "75" in monitor else "map_50" if "50" in monitor else "map"
             problems.append(f"callbacks[{i}].params.monitor={monitor!r} names a metric above: monitor "

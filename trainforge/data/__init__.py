@@ -14,6 +14,7 @@ from .samplers import ClassBalancedSampler, EpochSampler, WeightedSampler
 from .segmentation import ImageSegmentationDataset
 from .shapes import SHAPE_CLASSES, make_shapes
 from .standard import CIFAR10, CIFAR100, MNIST, Digits
+from .torchok_examples import SOP, SweetPepper, TripletSOP
 from .validate import ValidationReport, validate_dataset
 
 _register_all()
@@ -24,6 +25,7 @@ __all__ = [
     "DIGITS_CLASSES",
     "MNIST",
     "SHAPE_CLASSES",
+    "SOP",
     "ClassBalancedSampler",
     "CocoDetection",
     "DecodedCache",
@@ -37,6 +39,8 @@ __all__ = [
     "RetrievalDataset",
     "Skipped",
     "SkippedFilesLog",
+    "SweetPepper",
+    "TripletSOP",
     "ValidationReport",
     "VisionDataset",
     "WeightedSampler",

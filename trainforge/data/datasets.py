@@ -119,12 +119,16 @@ class VisionDataset(Dataset):
                 path = str(self.paths[index])
                 return Skipped(int(index), path, str(error).removeprefix(path + ": "))
             raise
+        return self.finish(self.apply_pipeline(sample), index)
+
+    def apply_pipeline(self, sample: dict[str, Any]) -> dict[str, Any]:
+        """``augment`` then ``transform`` on a raw sample (everything but its ``target``)."""
         pipeline = self.pipeline
         if pipeline is not None:
             if self._seedable:  # from the global RNG, which the loader seeds per (seed, epoch, index)
                 seed_steps(self._seedable, random.getrandbits(32))
             sample = dict(sample, **pipeline(**{k: v for k, v in sample.items() if k != "target"}))
-        return self.finish(sample, index)
+        return sample
 
     def fingerprint(self) -> str:
         """A cheap identity for resume checks: the files (last two path parts, so a moved folder still
@@ -272,13 +276,14 @@ def annotation_file(data_folder: Path, annotation_path: str | os.PathLike[str]) 
     path = Path(annotation_path)
     return path if path.is_absolute() or path.is_file() else data_folder / path
 
-def read_csv(path: str | os.PathLike[str]) -> tuple[list[str], list[dict[str, str]]]:
-    """Header and rows of a CSV file (``DatasetError`` naming the file when it is missing or empty)."""
+def read_csv(path: str | os.PathLike[str], delimiter: str = ",") -> tuple[list[str], list[dict[str, str]]]:
+    """Header and rows of a CSV file (``DatasetError`` naming the file when it is missing or empty);
+    ``delimiter=" "`` reads space-separated lists such as SOP's ``Ebay_train.txt``."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"annotation file {str(path)!r} does not exist; pass annotation_path= a CSV file")
     with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
+        reader = csv.DictReader(handle, delimiter=delimiter, skipinitialspace=delimiter == " ")
         rows = list(reader)
         header = list(reader.fieldnames or [])
     if not header:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..registry import registry
-from . import datasets, detection, retrieval, samplers, segmentation, standard
+from . import datasets, detection, retrieval, samplers, segmentation, standard, torchok_examples
 
 
 def _is_kornia_augmentation(obj: Any) -> bool:
@@ -54,6 +54,12 @@ def register_all() -> None:
     found.register(retrieval.RetrievalDataset, help="images with group labels, marked query and/or gallery")
     for dataset in (standard.CIFAR10, standard.CIFAR100, standard.MNIST, standard.Digits):
         found.register(dataset)
+    found.register(torchok_examples.SOP, help="Stanford Online Products from its Ebay_train/test.txt lists "
+                                              "(TorchOk's SOP; test split: query and gallery)")
+    found.register(torchok_examples.TripletSOP, name="TRIPLET_SOP",
+                   help="Stanford Online Products as anchor/positive/negative rows (TorchOk's TRIPLET_SOP)")
+    found.register(torchok_examples.SweetPepper, help="Sweet Pepper segmentation: background, fruit, peduncle "
+                                                      "from train/valid.csv (TorchOk's SweetPepper)")
     for sampler in (samplers.ClassBalancedSampler, samplers.WeightedSampler):
         registry("samplers").register(sampler)
     registry("augmentations").register(_batch_augment, name="BatchAugment",

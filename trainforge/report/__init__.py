@@ -1,6 +1,6 @@
 """The run report: ``build_report(run_dir)`` turns a run folder (``metrics.jsonl``, optional config,
-classification data, the vision tasks' samples and extras) into a static HTML page with PNG figures.
-Sections are extensible with ``register_section``. matplotlib is imported only while figures are drawn."""
+classification data, the vision tasks' samples and extras) into a static HTML page with SVG charts and
+PNG sample grids. Sections are extensible with ``register_section``. No plotting library is imported."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from .build import RunDataError, RunDataNotFoundError, build_report
 from .data import (
     CLASSIFICATION_FILE,
     METRIC_VALUES_FILE,
+    ClassificationSamples,
     load_classification_data,
     load_metric_values,
     per_class_scores,
@@ -37,6 +38,7 @@ __all__ = [
     "METRIC_VALUES_FILE",
     "RETRIEVAL_FILE",
     "SEGMENTATION_FILE",
+    "ClassificationSamples",
     "RunDataError",
     "RunDataNotFoundError",
     "Section",

@@ -1,5 +1,6 @@
-"""``build_report(run_dir)``: one static HTML page (``run_dir/report/index.html``) with PNGs beside it,
-built from the run folder by the registered sections. No JavaScript, no network, inline CSS only."""
+"""``build_report(run_dir)``: one static HTML page (``run_dir/report/index.html``) with its figures beside
+it (SVG charts, PNG sample grids), built from the run folder by the registered sections. No JavaScript,
+no network, inline CSS only."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def _run_sections(run_dir: Path, out_dir: Path, strict: bool) -> list[tuple[str,
             with figures_collected():  # each section's figures are freed when it is done
                 sections = fn(run_dir, out_dir)
             for section in sections:
-                missing = [png for png in section.images if not (out_dir / png).is_file()]
+                missing = [image for image in section.images if not (out_dir / image).is_file()]
                 if missing:
                     raise ValueError(f"report section {name!r} lists images it did not write: {missing}")
         except Exception as error:
@@ -77,7 +78,7 @@ def _run_sections(run_dir: Path, out_dir: Path, strict: bool) -> list[tuple[str,
 def _write_curves(run_dir: Path, out_dir: Path, built: list[tuple[str, Section]]) -> None:
     """Save every plotted series, so the figures can be checked against ``metrics.jsonl``."""
     series = load_run(run_dir / METRICS_FILE)[1]
-    figures = {png: names for _, section in built for png, names in section.plotted.items()}
+    figures = {image: names for _, section in built for image, names in section.plotted.items()}
     plotted = sorted({name for names in figures.values() for name in names})
     data = {
         "source": METRICS_FILE,
@@ -97,7 +98,7 @@ def _render(run_dir: Path, built: list[tuple[str, Section]]) -> str:
     nav = " ".join(f"<a href='#{a}'>{escape(s.title)}</a>" for a, (_, s) in zip(anchors, built))
     blocks = []
     for anchor, (_, section) in zip(anchors, built):
-        images = "".join(f"<img src='{escape(png)}' alt='{escape(png)}'>" for png in section.images)
+        images = "".join(f"<img src='{escape(image)}' alt='{escape(image)}'>" for image in section.images)
         blocks.append(f"<section id='{anchor}'><h2>{escape(section.title)}</h2>{section.html}{images}</section>")
     generated = time.strftime("%Y-%m-%d %H:%M:%S")
     return (
@@ -111,7 +112,7 @@ def _render(run_dir: Path, built: list[tuple[str, Section]]) -> str:
 
 
 def build_report(run_dir: str | Path, strict: bool = False) -> Path:
-    """Build ``run_dir/report/index.html`` (PNGs beside it, plotted series in ``data/curves.json``) from
+    """Build ``run_dir/report/index.html`` (figures beside it, plotted series in ``data/curves.json``) from
     ``run_dir/metrics.jsonl`` and whatever else the registered sections find; return the page's path.
 
     A section that fails is shown as an error in the page, with a warning (``strict=True`` raises

@@ -23,16 +23,10 @@ from .data import (
     load_metric_values,
     per_class_scores,
 )
-from .plots import (
-    confusion_matrix_figure,
-    curve_figure,
-    metric_figure,
-    per_class_figure,
-    save_figure,
-    save_image_grid,
-)
+from .plots import save_image_grid
 from .sections import Section, register_section
 from .series import Series, load_run, split_name
+from .svg import bar_chart, confusion_matrix_svg, line_chart, metric_svg, save_svg
 
 METRICS_FILE = "metrics.jsonl"
 EXTRAS_DIR = Path("report") / "extras"
@@ -63,13 +57,18 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def png_name(prefix: str, name: str, taken: set[str]) -> str:
-    """A file name for a figure of ``name`` that is safe and not yet ``taken``."""
+def figure_name(prefix: str, name: str, taken: set[str], suffix: str = ".svg") -> str:
+    """A file name for a figure of ``name`` that is safe and not yet ``taken``.
+
+    >>> taken = set()
+    >>> figure_name("curve", "loss", taken), figure_name("curve", "loss", taken), figure_name("x", "a/b c", taken)
+    ('curve_loss.svg', 'curve_loss_2.svg', 'x_a_b_c.svg')
+    """
     stem = f"{prefix}_{_UNSAFE.sub('_', name).strip('_') or 'metric'}"
-    candidate, number = f"{stem}.png", 1
+    candidate, number = f"{stem}{suffix}", 1
     while candidate in taken:
         number += 1
-        candidate = f"{stem}_{number}.png"
+        candidate = f"{stem}_{number}{suffix}"
     taken.add(candidate)
     return candidate
 
@@ -113,12 +112,12 @@ def _curve_section(title: str, groups: Mapping[str, Mapping[str, Series]], out_d
     section = Section(title, f"<p>{escape(note)}</p>" if note else "")
     taken: set[str] = set()
     for figure_title, lines in groups.items():
-        png = png_name(prefix, figure_title, taken)
+        svg = figure_name(prefix, figure_title, taken)
         positive = [v for _, values in lines.values() for v in _finite(values)]
         log_y = bool(positive) and min(positive) > 0 and max(positive) / min(positive) > 100
-        save_figure(curve_figure(figure_title, lines, log_y=log_y), out_dir / png)
-        section.images.append(png)
-        section.plotted[png] = list(lines)
+        save_svg(line_chart(figure_title, lines, log_y=log_y), out_dir / svg)
+        section.images.append(svg)
+        section.plotted[svg] = list(lines)
     return [section]
 
 
@@ -192,15 +191,18 @@ def classification_section(run_dir: Path, out_dir: Path) -> list[Section]:
     summary = table(["", ""], [("validation samples", total), ("weights", weights), ("accuracy", accuracy),
                                ("macro F1", float(scores["f1"].mean()))])
     title = f"Confusion matrix: validation set, {weights}"
-    save_figure(confusion_matrix_figure(matrix, names, title=title.lower()), out_dir / "confusion_matrix.png")
+    save_svg(confusion_matrix_svg(matrix, names, title=title.lower()), out_dir / "confusion_matrix.svg")
     sections = [Section(title, summary + "<p>Rows: true class; columns: predicted class.</p>",
-                        ["confusion_matrix.png"])]
+                        ["confusion_matrix.svg"])]
 
     rows = [(name, *(float(scores[k][i]) for k in ("precision", "recall", "f1")), int(scores["support"][i]))
             for i, name in enumerate(names)]
-    save_figure(per_class_figure(names, scores), out_dir / "per_class.png")
+    bars = {label: scores[key].tolist() for key, label in (("precision", "precision"), ("recall", "recall"),
+                                                           ("f1", "F1"))}
+    save_svg(bar_chart(f"per-class precision, recall and F1 · {weights}", names, bars, ylabel="score",
+                       xlabel="class", y_max=1.05), out_dir / "per_class.svg")
     sections.append(Section("Per-class precision, recall and F1",
-                            table(["class", "precision", "recall", "F1", "support"], rows), ["per_class.png"]))
+                            table(["class", "precision", "recall", "F1", "support"], rows), ["per_class.svg"]))
     if data["images"] is not None:  # None: the inputs were not images
         sections.append(_samples_section(data, out_dir))
     return sections
@@ -259,13 +261,13 @@ def metric_values_section(run_dir: Path, out_dir: Path) -> list[Section]:
         if _is_matrix(value) and (name.startswith("train/") or (shown_above and name.startswith("valid/"))):
             continue  # training epochs are not evaluations; the main validation matrix is drawn above
         phase = "training epoch" if name.startswith("train/") else weights
-        figure = metric_figure(name, value, data.get("class_names"), title=f"{name} · {phase}")
-        if figure is None:
+        svg = metric_svg(name, value, data.get("class_names"), title=f"{name} · {phase}")
+        if svg is None:
             skipped.append(name)
             continue
-        png = png_name("metric", name, taken)
-        save_figure(figure, out_dir / png)
-        section.images.append(png)
+        file_name = figure_name("metric", name, taken)
+        save_svg(svg, out_dir / file_name)
+        section.images.append(file_name)
     if skipped:
         section.html += f"<p>Not drawn (no picture for their shape): {escape(', '.join(skipped))}.</p>"
     return [section] if section.images or skipped else []

@@ -78,7 +78,8 @@ def _save_atomic(data: Any, path: Path) -> Path:
     from ..checkpoint import atomic_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path) as file:
+    # all or nothing, not fsynced: report inputs are rewritten by every fit, not worth two fsyncs each
+    with atomic_file(path, durable=False) as file:
         torch.save(data, file)
     return path
 
@@ -152,13 +153,71 @@ def per_class_scores(confusion_matrix: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"precision": precision, "recall": recall, "f1": f1, "support": support.long()}
 
 
+class ClassificationSamples:
+    """The samples the report shows, chosen while validation batches stream by: the ``per_group`` best
+    and worst (by true-class probability) and ``per_group // 2`` random ones, plus the confusion matrix
+    over every sample. Memory stays bounded whatever the size of the data set. ``add`` a ``None``
+    batch (not classification) and nothing will be saved.
+
+    >>> samples = ClassificationSamples(per_group=1)
+    >>> samples.add((None, torch.tensor([0, 1]), torch.tensor([[0.9, 0.1], [0.6, 0.4]])))
+    True
+    >>> samples.batches, samples.confusion.tolist()
+    (1, [[1, 0], [1, 0]])
+    """
+
+    def __init__(self, per_group: int = 24, seed: int = 0) -> None:
+        self.per_group = per_group
+        self.generator = torch.Generator().manual_seed(seed)  # the global RNG stays untouched after training
+        self.confusion: torch.Tensor | None = None
+        self.kept: dict[str, Any] | None = None
+        self.batches = 0
+        self.classification = True
+
+    def add(self, batch: tuple[torch.Tensor | None, torch.Tensor, torch.Tensor] | None) -> bool:
+        """Take one ``(images or None, targets, probabilities)`` batch on the CPU; False (and the samples
+        are dropped) for ``None``, a batch that is not classification."""
+        if batch is None or not self.classification:
+            self.classification, self.kept = False, None
+            return False
+        images, y, p = batch
+        y, k = y.long(), p.shape[1]
+        counts = torch.bincount(y * k + p.argmax(1), minlength=k * k).reshape(k, k)
+        self.confusion = counts if self.confusion is None else self.confusion + counts
+        new = {"images": images, "targets": y, "probs": p, "true": p[torch.arange(len(y)), y],
+               "key": torch.rand(len(y), generator=self.generator)}
+        kept = new if self.kept is None else {
+            name: None if value is None else torch.cat([value, new[name]]) for name, value in self.kept.items()
+        }
+        order, random_order = kept["true"].argsort(), kept["key"].argsort()
+        per_group = self.per_group
+        chosen = torch.cat([order[:per_group], order[-per_group:], random_order[:per_group // 2]]).unique()
+        self.kept = {name: None if value is None else value[chosen] for name, value in kept.items()}
+        self.batches += 1
+        return True
+
+    def save(self, run_dir: str | Path, class_names: Sequence[str] | None, weights: str | None = None) -> bool:
+        """Write what was kept with ``save_classification_data`` (images scaled to [0, 1] per image for
+        display); False when there is nothing to write (no batch, or not classification)."""
+        if self.kept is None or self.confusion is None:
+            return False
+        view = self.kept["images"]
+        if view is not None:
+            low = view.amin(dim=(1, 2, 3), keepdim=True)
+            high = view.amax(dim=(1, 2, 3), keepdim=True)
+            view = (view - low) / (high - low).clamp_min(1e-8)
+        names = class_names or [str(i) for i in range(self.confusion.shape[0])]
+        save_classification_data(run_dir, view, self.kept["targets"], self.kept["probs"], names, self.confusion,
+                                 weights=weights)
+        return True
+
+
 def save_classification_samples(
     run_dir: Path, batches: Iterable[tuple[torch.Tensor | None, torch.Tensor, torch.Tensor] | None],
     class_names: list[str] | None, per_group: int = 24, seed: int = 0, weights: str | None = None,
 ) -> bool:
-    """Stream ``(images or None, targets, probabilities)`` batches: keep the ``per_group`` best and worst
-    samples (by true-class probability) and ``per_group // 2`` random ones, scaled to [0, 1] per image
-    for display, and count the full confusion matrix; write them for the report. A ``None`` batch (not
+    """Stream ``(images or None, targets, probabilities)`` batches through ``ClassificationSamples`` and
+    write the chosen samples and the full confusion matrix for the report. A ``None`` batch (not
     classification) stops without writing. Returns whether the file was written.
 
     >>> import tempfile
@@ -171,31 +230,8 @@ def save_classification_samples(
     >>> load_classification_data(run / CLASSIFICATION_FILE)["confusion_matrix"].tolist()
     [[1, 0], [1, 1]]
     """
-    generator = torch.Generator().manual_seed(seed)  # the global RNG stays untouched after training
-    confusion: torch.Tensor | None = None
-    kept: dict[str, Any] | None = None
+    samples = ClassificationSamples(per_group=per_group, seed=seed)
     for batch in batches:
-        if batch is None:
+        if not samples.add(batch):
             return False
-        images, y, p = batch
-        y, k = y.long(), p.shape[1]
-        counts = torch.bincount(y * k + p.argmax(1), minlength=k * k).reshape(k, k)
-        confusion = counts if confusion is None else confusion + counts
-        new = {"images": images, "targets": y, "probs": p, "true": p[torch.arange(len(y)), y],
-               "key": torch.rand(len(y), generator=generator)}
-        kept = new if kept is None else {
-            name: None if value is None else torch.cat([value, new[name]]) for name, value in kept.items()
-        }
-        order, random_order = kept["true"].argsort(), kept["key"].argsort()
-        chosen = torch.cat([order[:per_group], order[-per_group:], random_order[:per_group // 2]]).unique()
-        kept = {name: None if value is None else value[chosen] for name, value in kept.items()}
-    if kept is None:
-        return False
-    view = kept["images"]
-    if view is not None:
-        low = view.amin(dim=(1, 2, 3), keepdim=True)
-        high = view.amax(dim=(1, 2, 3), keepdim=True)
-        view = (view - low) / (high - low).clamp_min(1e-8)
-    names = class_names or [str(i) for i in range(confusion.shape[0])]
-    save_classification_data(run_dir, view, kept["targets"], kept["probs"], names, confusion, weights=weights)
-    return True
+    return samples.save(run_dir, class_names, weights=weights)

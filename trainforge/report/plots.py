@@ -1,6 +1,7 @@
-"""Figures for the report and for loggers, drawn with matplotlib's object API (``Figure``, rendered by
-Agg when saved): no pyplot, so no global backend or figure registry is touched, and no display is needed.
-matplotlib is imported inside each function."""
+"""matplotlib figures for loggers (``log_figure``: the confusion matrix and other non-scalar metrics sent
+to TensorBoard) and for report sections that draw their own, with the object API (``Figure``, rendered
+by Agg when saved: no pyplot, no global backend, no display; matplotlib imported inside each function);
+and the report's Pillow image grids. The report's own charts are SVG (``svg.py``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import gc
 import math
 import os
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,6 @@ import torch
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-Series = tuple[Sequence[int], Sequence[float]]
 #: A title placed at a fixed height: matplotlib otherwise measures every tick label at each draw to
 #: lift the title above them, a fifth of the time of drawing a small figure.
 _TITLE_Y = 1.01
@@ -36,7 +36,7 @@ def figures_collected() -> Iterator[None]:
 
     >>> import gc
     >>> with figures_collected():
-    ...     figure = curve_figure("loss", {"train": ([1, 2], [0.9, 0.5])})
+    ...     figure = confusion_matrix_figure(torch.tensor([[3, 1], [0, 2]]))
     ...     del figure
     >>> gc.isenabled()
     True
@@ -78,29 +78,6 @@ def _publish(tmp: str, path: Path) -> None:
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
-
-
-def curve_figure(title: str, lines: Mapping[str, Series], ylabel: str = "", log_y: bool = False) -> Figure:
-    """One line per entry of ``lines`` (label to ``(steps, values)``) against the global step.
-
-    >>> curve_figure("loss", {"train": ([1, 2], [0.9, 0.5]), "valid": ([2], [0.7])}).axes[0].get_title()
-    'loss'
-    """
-    figure = new_figure(layout=None)  # fixed margins: constrained layout costs a third of the drawing
-    figure.subplots_adjust(left=0.11, right=0.98, bottom=0.14, top=0.91)
-    axes = figure.add_subplot()
-    for label, (steps, values) in lines.items():
-        marker = "o" if len(steps) <= 30 else None
-        axes.plot(list(steps), list(values), label=label, marker=marker, markersize=3, linewidth=1.5)
-    axes.set_title(title, y=_TITLE_Y)
-    axes.set_xlabel("step")
-    axes.set_ylabel(ylabel or title)
-    if log_y:
-        axes.set_yscale("log")
-    axes.grid(alpha=0.3)
-    if len(lines) > 1:
-        axes.legend()
-    return figure
 
 
 def confusion_matrix_figure(
@@ -153,27 +130,6 @@ def confusion_matrix_figure(
     return figure
 
 
-def per_class_figure(class_names: Sequence[str], scores: Mapping[str, torch.Tensor]) -> Figure:
-    """Grouped bars of precision, recall and F1 per class."""
-    classes = len(class_names)
-    figure = new_figure(min(4.0 + 0.5 * classes, 18.0), 3.6, layout=None)  # fixed margins: cheaper to draw
-    longest = max((len(str(name)) for name in class_names), default=1)
-    bottom = min(0.12 + (0.018 * longest if classes > 8 else 0.0), 0.45)  # room for rotated class names
-    figure.subplots_adjust(left=0.09, right=0.98, bottom=bottom, top=0.9)
-    axes = figure.add_subplot()
-    width = 0.27
-    for offset, key in enumerate(("precision", "recall", "f1")):
-        positions = [i + (offset - 1) * width for i in range(classes)]
-        axes.bar(positions, scores[key].tolist(), width=width, label=key)
-    axes.set_xticks(range(classes), list(class_names), rotation=90 if classes > 8 else 0)
-    axes.set_ylim(0, 1.05)
-    axes.set_ylabel("score")
-    axes.set_title("per-class precision, recall and F1", y=_TITLE_Y)
-    axes.grid(axis="y", alpha=0.3)
-    axes.legend(loc="lower right")
-    return figure
-
-
 def save_image_grid(
     images: torch.Tensor, titles: Sequence[str], correct: Sequence[bool], path: str | Path, columns: int = 8,
     cell: int = 96,
@@ -218,7 +174,7 @@ def save_image_grid(
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as file:
-            canvas.save(file, format="PNG")
+            canvas.save(file, format="PNG", compress_level=1)  # half the encoding time of the default 6
         _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

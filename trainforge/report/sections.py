@@ -1,4 +1,4 @@
-"""The report's sections: a ``Section`` (title, HTML fragment, PNG files) and the registry of functions
+"""The report's sections: a ``Section`` (title, HTML fragment, image files) and the registry of functions
 that build them, in the order they appear. Built-in sections register themselves in ``builtin.py``;
 later features (segmentation overlays, embedding projections) add theirs with ``register_section``."""
 
@@ -17,8 +17,9 @@ class Section:
     """One block of the report.
 
     ``html`` is a trusted fragment (escape any text you put in it with ``html.escape``); ``images`` are
-    PNG file names the section wrote into the report folder, shown after the fragment; ``plotted`` maps
-    each PNG that draws metric curves to the metric names it draws (saved in ``data/curves.json``).
+    the image files (SVG or PNG) the section wrote into the report folder, shown after the fragment;
+    ``plotted`` maps each figure that draws metric curves to the metric names it draws (saved in
+    ``data/curves.json``).
     """
 
     title: str
@@ -27,7 +28,7 @@ class Section:
     plotted: dict[str, list[str]] = field(default_factory=dict)
 
 
-#: ``fn(run_dir, out_dir) -> list[Section]``: reads what it needs from ``run_dir``, writes its PNGs into
+#: ``fn(run_dir, out_dir) -> list[Section]``: reads what it needs from ``run_dir``, writes its figures into
 #: ``out_dir`` (the report folder) and returns its sections, or ``[]`` when it has nothing to show.
 SectionFn = Callable[[Path, Path], "list[Section]"]
 SECTIONS: dict[str, SectionFn] = {}

@@ -8,6 +8,7 @@ from .base import Task
 from .classification import ClassificationTask, ImageClassifierTrainer
 from .detection import ObjectDetectionTask, ObjectDetectionTrainer
 from .metric_learning import MarginLearnTask, MetricLearningTask, PairwiseLearnTask, TripletLearnTask
+from .onnx import ONNXTask
 from .segmentation import SegmentationTask, SemanticSegmentationTrainer
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "ImageClassifierTrainer",
     "MarginLearnTask",
     "MetricLearningTask",
+    "ONNXTask",
     "ObjectDetectionTask",
     "ObjectDetectionTrainer",
     "PairwiseLearnTask",

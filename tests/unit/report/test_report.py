@@ -4,6 +4,7 @@ import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from trainforge.report import (
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SVG = "{http://www.w3.org/2000/svg}"
 PACKAGES = [Path(__file__).parents[3] / "trainforge" / name for name in ("metrics", "loggers", "report")]
 
 
@@ -98,7 +100,7 @@ def digits_model():
     return valid.tensors[0], valid.tensors[1], probs, matrix, names
 
 
-def test_every_reference_exists_and_every_png_is_valid(classification_run):
+def test_every_reference_exists_and_every_figure_is_valid(classification_run):
     run, page = classification_run
     assert page == run / "report" / "index.html"
     parser = References()
@@ -108,15 +110,18 @@ def test_every_reference_exists_and_every_png_is_valid(classification_run):
     for ref in files:
         assert (page.parent / ref).is_file(), ref
     pngs = [ref for ref in files if ref.endswith(".png")]
-    expected = {"curve_loss.png", "curve_accuracy.png", "lr_learning_rate.png", "confusion_matrix.png",
-                "per_class.png", "samples_best.png", "samples_worst.png", "samples_confused.png",
-                "throughput_samples_per_s.png", "other_grad_norm.png"}
-    assert expected <= set(pngs)
+    svgs = [ref for ref in files if ref.endswith(".svg")]
+    assert set(pngs) == {"samples_best.png", "samples_worst.png", "samples_confused.png"}
+    assert {"curve_loss.svg", "curve_accuracy.svg", "lr_learning_rate.svg", "confusion_matrix.svg", "per_class.svg",
+            "throughput_samples_per_s.svg", "other_grad_norm.svg"} <= set(svgs)
     for png in pngs:
         path = page.parent / png
         assert path.read_bytes()[:8] == PNG_MAGIC
         with Image.open(path) as image:
             image.verify()
+    for svg in svgs:
+        root = ElementTree.parse(page.parent / svg).getroot()  # well-formed XML
+        assert root.tag == f"{SVG}svg" and float(root.get("width")) > 100 and root.find(f"{SVG}title").text
     anchors = {ref[1:] for ref in parser.references if ref.startswith("#")}
     assert anchors and all(f"id='{anchor}'" in page.read_text() for anchor in anchors)
     assert not list(page.parent.glob(".*"))  # no temporary files left behind
@@ -134,9 +139,95 @@ def test_plotted_curves_match_metrics_jsonl(classification_run):
     assert series["valid_noisy/accuracy"]["steps"] == [10, 20]
     assert series["valid/loss"]["values"] == pytest.approx([0.1, 0.05])
     assert series["lr"]["steps"] == list(range(1, 26))
-    assert curves["figures"]["curve_accuracy.png"] == ["valid/accuracy", "valid_noisy/accuracy"]
-    assert sorted(curves["figures"]["curve_loss.png"]) == ["train/loss", "valid/loss"]
+    assert curves["figures"]["curve_accuracy.svg"] == ["valid/accuracy", "valid_noisy/accuracy"]
+    assert sorted(curves["figures"]["curve_loss.svg"]) == ["train/loss", "valid/loss"]
     assert "global_step" not in series  # counters are not plotted
+
+
+def _texts(root) -> list[str]:
+    return ["".join(element.itertext()) for element in root.iter(f"{SVG}text")]
+
+
+def _points(group) -> list[tuple[float, float]]:
+    return [tuple(map(float, point.split(","))) for line in group.iter(f"{SVG}polyline")
+            for point in line.get("points").split()]
+
+
+def test_svg_curves_draw_every_logged_point_in_place_with_title_and_axis_labels(classification_run):
+    run, _ = classification_run
+    curves = json.loads((run / "report" / "data" / "curves.json").read_text())["series"]
+    root = ElementTree.parse(run / "report" / "curve_loss.svg").getroot()
+    texts = _texts(root)
+    assert {"loss", "step", "train/loss", "valid/loss"} <= set(texts)  # title and y label, x label, legend
+    groups = {g.get("data-label"): g for g in root.iter(f"{SVG}g") if g.get("class") == "series"}
+    assert set(groups) == {"train/loss", "valid/loss"}
+    # the pixels are one affine map of (step, value) for every point of both lines: read it off train/loss
+    steps, values = curves["train/loss"]["steps"], curves["train/loss"]["values"]
+    pixels = _points(groups["train/loss"])
+    assert len(pixels) == len(steps) == 25
+    (x0, y0), (x1, y1) = pixels[0], pixels[-1]
+    x_of = lambda step: x0 + (step - steps[0]) * (x1 - x0) / (steps[-1] - steps[0])  # noqa: E731
+    y_of = lambda value: y0 + (value - values[0]) * (y1 - y0) / (values[-1] - values[0])  # noqa: E731
+    for (x, y), step, value in zip(pixels, steps, values):
+        assert x == pytest.approx(x_of(step), abs=0.11) and y == pytest.approx(y_of(value), abs=0.11)
+    assert y1 > y0  # the loss falls: lower on the page (SVG's y grows downwards)
+    valid = curves["valid/loss"]
+    drawn = _points(groups["valid/loss"])
+    assert len(drawn) == 2
+    for (x, y), step, value in zip(drawn, valid["steps"], valid["values"]):
+        assert x == pytest.approx(x_of(step), abs=0.11) and y == pytest.approx(y_of(value), abs=0.11)
+    markers = list(groups["valid/loss"].iter(f"{SVG}circle"))  # few points: each one marked
+    assert len(markers) == 2
+
+
+def test_svg_confusion_matrix_has_every_count_class_names_and_the_weights(classification_run, digits_model):
+    run, _ = classification_run
+    matrix, names = digits_model[3], digits_model[4]
+    root = ElementTree.parse(run / "report" / "confusion_matrix.svg").getroot()
+    cells = [c for c in root.iter(f"{SVG}rect") if c.get("class") == "cell"]
+    drawn = {(c.get("data-true"), c.get("data-predicted")): int(c.get("data-count")) for c in cells}
+    assert drawn == {(names[t], names[p]): int(matrix[t, p]) for t in range(10) for p in range(10)}
+    texts = _texts(root)
+    assert all(texts.count(name) == 2 for name in names)  # on the rows and on the columns
+    assert "predicted" in texts and "true" in texts and "fraction of the true class" in texts
+    assert "confusion matrix: validation set, final weights" in texts
+    shade = {(c.get("data-true"), c.get("data-predicted")): c.get("fill") for c in cells}
+    assert shade[names[0], names[0]] != shade[names[0], names[1]]  # the diagonal is darker than an empty cell
+    assert str(int(matrix[3, 3])) in texts  # counts are written in the cells
+
+
+def test_svg_per_class_bars_are_the_scores(classification_run, digits_model):
+    run, _ = classification_run
+    matrix, names = digits_model[3], digits_model[4]
+    scores = per_class_scores(matrix)
+    root = ElementTree.parse(run / "report" / "per_class.svg").getroot()
+    bars = {(b.get("data-group"), b.get("data-category")): float(b.get("data-value"))
+            for b in root.iter(f"{SVG}rect") if b.get("class") == "bar"}
+    for group, key in (("precision", "precision"), ("recall", "recall"), ("F1", "f1")):
+        for index, name in enumerate(names):
+            assert bars[group, name] == pytest.approx(float(scores[key][index]), rel=1e-5)
+    assert {"class", "score", "precision", "recall", "F1", *names} <= set(_texts(root))
+
+
+def test_svg_charts_of_odd_data():
+    from trainforge.report.svg import confusion_matrix_svg, line_chart
+
+    # NaN breaks the line, a log scale for a loss over decades, a label that needs escaping
+    svg = line_chart("<loss>", {"a&b": ([1, 2, 3, 4, 5], [100.0, float("nan"), 1.0, 0.1, 0.01])}, log_y=True)
+    root = ElementTree.fromstring(svg)
+    group = next(g for g in root.iter(f"{SVG}g") if g.get("class") == "series")
+    assert group.get("data-label") == "a&b" and len(list(group.iter(f"{SVG}polyline"))) == 1  # [100] alone, then 3
+    assert len(list(group.iter(f"{SVG}circle"))) == 4
+    assert {"0.01", "0.1", "1", "10", "100"} <= set(_texts(root)) and "<loss>" in _texts(root)
+    # an empty line and a constant one still give a valid chart
+    ElementTree.fromstring(line_chart("empty", {"x": ([], [])}))
+    ElementTree.fromstring(line_chart("flat", {"x": ([1, 2], [3.0, 3.0])}))
+    # many classes: the cells are one embedded image, the names thinned out, the file stays small
+    big = confusion_matrix_svg(torch.eye(200, dtype=torch.long), [f"c{i}" for i in range(200)])
+    root = ElementTree.fromstring(big)
+    assert not [c for c in root.iter(f"{SVG}rect") if c.get("class") == "cell"]
+    assert next(root.iter(f"{SVG}image")).get("href").startswith("data:image/png;base64,")
+    assert len(big) < 50_000 and "c0" in _texts(root) and 40 <= len(_texts(root)) < 120
 
 
 def test_classification_tables_match_sklearn(classification_run, digits_model):
@@ -197,7 +288,7 @@ def test_minimal_run_and_truncated_jsonl(tmp_path):
     with pytest.warns(UserWarning, match="cut short"):
         page = build_report(tmp_path, strict=True)
     html = page.read_text()
-    assert "curve_loss.png" in html and "confusion_matrix.png" not in html
+    assert "curve_loss.svg" in html and "confusion_matrix.svg" not in html
     curves = json.loads((tmp_path / "report" / "data" / "curves.json").read_text())
     assert curves["series"]["train/loss"] == {"steps": [1, 2], "values": [1.0, 0.5]}
 
@@ -259,8 +350,54 @@ def test_one_confusion_matrix_per_evaluated_loader_titled_with_its_weights(tmp_p
     Trainer(mlp(), config, train_data=Subset(digits[0], range(128)),
             valid_data={"main": valid, "noisy": Subset(digits[1], range(64, 128))}).fit()
     report = tmp_path / "run" / "report"
-    pngs = sorted(p.name for p in report.glob("*.png") if "confusion" in p.name)
-    assert pngs == ["confusion_matrix.png", "metric_valid_noisy_confusion_matrix.png"]
+    figures = sorted(p.name for p in report.iterdir() if "confusion" in p.name)
+    assert figures == ["confusion_matrix.svg", "metric_valid_noisy_confusion_matrix.svg"]
     html = (report / "index.html").read_text()
     assert "Confusion matrix: validation set, EMA of the last weights" in html
     assert "(EMA weights)" in html
+
+
+def _samples_of(model, valid, tmp, batch_size):
+    """The report's samples computed by hand: one pass of ``model`` over ``valid`` in order."""
+    from trainforge.report import save_classification_samples
+
+    model.eval()
+    with torch.no_grad():
+        batches = [(x, y, model(x).float().softmax(-1)) for x, y in torch.utils.data.DataLoader(valid, batch_size)]
+    save_classification_samples(tmp, batches, [str(i) for i in range(10)])
+    return load_classification_data(tmp / CLASSIFICATION_FILE)
+
+
+@pytest.mark.parametrize("best_differs", [False, True])
+def test_report_samples_reuse_the_final_evaluation_unless_the_weights_changed(tmp_path, digits, best_differs):
+    """The report's samples come from the last epoch's evaluation when the model still holds the weights it
+    evaluated (no second pass over the validation set); when the best checkpoint's (different) weights are
+    loaded at the end, the report makes its own pass with them. Either way they equal a pass by hand."""
+    from helpers import cfg, mlp
+    from torch.utils.data import Subset
+
+    from trainforge import Trainer
+
+    train, valid = Subset(digits[0], range(256)), Subset(digits[1], range(96))
+    # monitoring the *highest* loss makes the first epoch the best one: its weights differ from the last
+    checkpoint = {"monitor": "valid/loss", "mode": "max"} if best_differs else None
+    config = cfg(tmp_path, report=True, max_epochs=3, batch_size=32, checkpoint=checkpoint,
+                 load_best_model_at_end=best_differs)
+    model = mlp()
+    calls = []
+    model.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+    trainer = Trainer(model, config, train_data=train, valid_data=valid)
+    trainer.fit()
+    valid_passes = sum(calls) - 3 * len(train)  # samples seen in eval mode, in units of the validation set
+    saved = load_classification_data(tmp_path / "run" / CLASSIFICATION_FILE)
+    expected = _samples_of(model, valid, tmp_path / "by_hand", 32)
+    for key in ("images", "targets", "probs", "confusion_matrix"):
+        assert saved[key].shape == expected[key].shape, key
+        assert torch.allclose(saved[key].double(), expected[key].double(), atol=1e-6), key
+    if best_differs:
+        assert saved["weights"] == "best checkpoint weights"
+        assert trainer.checkpoint_callback.best_model_path.name.startswith("epoch001")
+        assert valid_passes == 4 * len(valid)  # 3 evaluations and the report's own pass
+    else:
+        assert saved["weights"] == "last weights"
+        assert valid_passes == 3 * len(valid)  # the 3 evaluations only

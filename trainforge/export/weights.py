@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from .checkpoint import atomic_write_bytes
-from .errors import ModelLoadError
+from ..checkpoint import atomic_write_bytes
+from ..errors import ModelLoadError
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # larger headers are refused before they are read (B18)
 _ALIASES_KEY = "trainforge.aliases"  # {alias name: stored name} for tied weights
