@@ -34,21 +34,22 @@ EXPECTED = {
                                                         "moved to logger.experiment_name", "no key 'checkpoint'"],
     # MMDetection-based detection: one error listing every section to change, each with trainforge's form
     "configs/detection/fcos_resnet50_coco.yaml": [
-        "4 key(s)", "task.name='SingleStageDetectionTask' with head_name='FCOSHead'",
+        "5 key(s)", "task.name='SingleStageDetectionTask' with head_name='FCOSHead'",
         "use task.name: ObjectDetectionTask",
         "num_classes: 81", "fpn_channels: 256", "nms_thresh: 0.5", "joint_loss: MMFocalLoss (loss_cls), MMIoULoss",
         "delete joint_loss", "metrics[0].name='MMDetectionMAP'", "metrics[2].name='CocoEvalMAP'",
         "callbacks[0].params.monitor='valid/MMDetMAP_50'", "monitor valid/detection/map_50"],
     "configs/detection/fcos_gcvit-t_coco.yaml": [
-        "5 key(s)", "head_name='FCOSHead'", "image_size: [512, 512]", "delete joint_loss", "CocoEvalMAP",
+        "6 key(s)", "head_name='FCOSHead'", "image_size: [512, 512]", "delete joint_loss", "CocoEvalMAP",
         "backbone_params.load_relative_position_bias_table is TorchOk's own GCViT option"],
     "configs/detection/fcos_vit-s_coco.yaml": [
         "4 key(s)", "head_name='FCOSHead'", "delete joint_loss", "MMDetectionMAP"],
     "configs/detection/detr_resnet50_coco.yaml": [
-        "4 key(s)", "head_name='DETRHead'", "neither trainforge nor torchvision has DETR", "head_name: FCOSHead",
+        "5 key(s)", "head_name='DETRHead'", "neither trainforge nor torchvision has DETR", "head_name: FCOSHead",
+        "custom_keys.backbone: in trainforge's detectors the backbone is model.backbone.body",
         "MMGIoULoss (loss_iou)", "delete joint_loss", "MMDetectionMAP", "monitor valid/detection/map_50"],
     "configs/detection/detr_gcvit-t_coco.yaml": [
-        "5 key(s)", "head_name='DETRHead'", "load_relative_position_bias_table"],
+        "6 key(s)", "head_name='DETRHead'", "load_relative_position_bias_table", "custom_keys.backbone"],
 }
 #: The environment TorchOk's MLflow configs read (the detection ones), set for those tests only.
 MLFLOW_ENV = {"DB_URI": "sqlite:///mlflow.db", "S3_ARTIFACT_BUCKET": "s3://bucket"}

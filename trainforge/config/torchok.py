@@ -325,6 +325,27 @@ def _detection(values: dict[str, Any], problems: list[str]) -> None:
             suffix = "map_75" if "75" in monitor else "map_50" if "50" in monitor else "map"
             problems.append(f"callbacks[{i}].params.monitor={monitor!r} names a metric above: monitor "
                             f"valid/detection/{suffix}")
+    # trainforge's detectors nest torchvision's model: the backbone is model.backbone.body, the FPN beside it
+    for i, callback in enumerate(_list(values.get("callbacks"))):
+        options = callback.get("params") if isinstance(callback, dict) else None
+        entries = options.get("freeze_modules") if isinstance(options, dict) else None
+        for j, entry in enumerate(_list(entries)):
+            name = entry.get("module_name") if isinstance(entry, dict) else None
+            if isinstance(name, str) and name.split(".")[0] in ("backbone", "neck"):
+                ours = "model.backbone.body" if name.startswith("backbone") else "model.backbone.fpn"
+                problems.append(f"callbacks[{i}].params.freeze_modules[{j}].module_name={name!r}: in trainforge's "
+                                f"detectors (torchvision's model inside) that module is {ours!r}; write "
+                                f"module_name: {ours}{name[len(name.split('.')[0]):]}")
+    for i, pair in enumerate(_list(values.get("optimization"))):
+        rules = pair.get("param_groups") if isinstance(pair, dict) else None
+        for rule in _list(rules):
+            pattern = rule.get("pattern") if isinstance(rule, dict) else None
+            if pattern in ("*backbone*", "*neck*"):
+                part = pattern.strip("*")
+                ours = "model.backbone.body" if part == "backbone" else "model.backbone.fpn"
+                problems.append(f"optimization[{i}].optimizer.paramwise_cfg.custom_keys.{part}: in trainforge's "
+                                f"detectors the {part} is {ours} ('backbone' also matches the FPN there): write "
+                                f"custom_keys: {{{ours[len('model.'):]}: ...}}")
     backbone = params.get("backbone_params") if isinstance(params.get("backbone_params"), dict) else {}
     if "load_relative_position_bias_table" in backbone:
         problems.append("task.params.backbone_params.load_relative_position_bias_table is TorchOk's own GCViT "

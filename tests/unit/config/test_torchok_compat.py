@@ -162,7 +162,8 @@ def test_fcos_config_with_the_listed_fixes_loads_and_notes_what_was_read(monkeyp
     values, _ = compose(locate(str(path), None, None), [])
     with pytest.raises(ConfigError) as error:
         read_experiment(values, source="fcos")
-    assert str(error.value).count("\n  ") == 4  # task, joint_loss, metrics, monitor: one error, four items
+    assert str(error.value).count("\n  ") == 5  # task, joint_loss, metrics, monitor, freeze: one error, five items
+    assert "freeze_modules[0].module_name='backbone'" in str(error.value) and "model.backbone.body" in str(error.value)
     fixed = copy.deepcopy(values)
     params = fixed["task"]["params"]
     fixed["task"] = {"name": "ObjectDetectionTask", "params": {
@@ -172,6 +173,7 @@ def test_fcos_config_with_the_listed_fixes_loads_and_notes_what_was_read(monkeyp
         "num_classes": 81, "inputs": params["inputs"]}}
     del fixed["joint_loss"], fixed["metrics"]
     fixed["callbacks"][0]["params"]["monitor"] = "valid/detection/map_50"
+    fixed["callbacks"][1]["params"]["freeze_modules"][0]["module_name"] = "model.backbone.body"
     cfg, notes = read_experiment(fixed, source="fcos")
     notes = check_experiment(cfg, "train", notes)
     text = "\n".join(notes)
@@ -239,3 +241,75 @@ def test_fuzzed_torchok_detection_configs_raise_only_config_errors() -> None:
             pass
 
     run()
+
+
+def _fake_coco2017(root: Path, images: int = 4) -> Path:
+    """COCO 2017's layout (train2017/, val2017/, annotations/instances_*.json) with generated images: one
+    bright rectangle per image, annotated as category 1 (COCO ids start at 1)."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (root / "annotations").mkdir(parents=True)
+    for split in ("train2017", "val2017"):
+        (root / split).mkdir()
+        entries, annotations = [], []
+        for i in range(images):
+            pixels = rng.integers(0, 40, (60, 90, 3)).astype(np.uint8)
+            x, y, w, h = (int(v) for v in (rng.integers(5, 40), rng.integers(5, 25), rng.integers(15, 40),
+                                              rng.integers(15, 30)))
+            pixels[y:y + h, x:x + w] = 220
+            Image.fromarray(pixels).save(root / split / f"{i:012d}.jpg")
+            entries.append({"id": i + 1, "file_name": f"{i:012d}.jpg", "height": 60, "width": 90})
+            annotations.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [x, y, w, h],
+                                "area": w * h, "iscrowd": 0})
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(
+            {"images": entries, "annotations": annotations, "categories": [{"id": 1, "name": "box"}]}))
+    return root
+
+
+def test_fcos_config_with_the_listed_fixes_trains_on_a_coco2017_folder(tmp_path: Path, monkeypatch) -> None:
+    """The fixed TorchOk FCOS config trains one short epoch: COCODetection read as CocoDetection on the COCO
+    2017 layout, FitResize / PadIfNeeded through albumentations, the paramwise_cfg groups in the optimizer
+    (bias lr x2, no bias decay), gradient clipping by norm, the checkpoint monitoring the task's own mAP."""
+    from helpers import EXTERNAL
+
+    from trainforge.config.build import build_experiment
+
+    monkeypatch.chdir(tmp_path)
+    folder = _fake_coco2017(tmp_path / "coco")
+    values = yaml.safe_load((EXTERNAL / "torchok" / "configs" / "detection" / "fcos_resnet50_coco.yaml").read_text())
+    values["task"] = {"name": "ObjectDetectionTask", "params": {
+        "backbone_name": "small_resnet", "backbone_params": {"width": 16, "depth": 3}, "head_name": "FCOSHead",
+        "head_params": {"image_size": [64, 96], "fpn_channels": 32, "levels": 2, "score_thresh": 0.05,
+                        "nms_thresh": 0.5, "detections_per_img": 100, "topk_candidates": 1000},
+        "num_classes": 2}}
+    del values["joint_loss"], values["metrics"], values["logger"], values["hydra"]
+    values["callbacks"][0]["params"]["monitor"] = "valid/detection/map_50"
+    values["callbacks"][1]["params"]["freeze_modules"][0]["module_name"] = "model.backbone.body"
+    values["trainer"].update({"accelerator": "cpu", "precision": 32, "max_epochs": 1, "report": False,
+                              "progress_bar": False})
+    for phase in ("TRAIN", "VALID"):
+        pair = values["data"][phase][0]
+        pair["dataloader"].update({"batch_size": 2, "num_workers": 0})
+        pair["dataset"]["params"]["data_folder"] = str(folder)
+        for item in pair["dataset"]["transform"]:
+            if item["name"] in ("FitResize", "PadIfNeeded"):
+                keys = ("max_height", "max_width") if item["name"] == "FitResize" else ("min_height", "min_width")
+                item["params"].update(dict(zip(keys, (64, 96))))
+    cfg, notes = read_experiment(values, source="fcos")
+    experiment = build_experiment(cfg, tmp_path / "run", notes=notes)
+    trainer = experiment.trainer
+    assert experiment.data["TRAIN"].data_folder == folder / "train2017" and len(experiment.data["VALID"]) == 4
+    biases = {id(p) for n, p in trainer.model.named_parameters() if n.endswith(".bias")}
+    norms = {id(p) for m in trainer.model.modules() if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm))
+             for p in m.parameters(recurse=False)}
+    for group in trainer.optimizer.param_groups:
+        kinds = {("bias" if id(p) in biases and id(p) not in norms else "other") for p in group["params"]}
+        assert len(kinds) == 1
+        expected = (0.002, 0.0) if kinds == {"bias"} else (0.001, 0.0001)
+        assert (group["lr"], group["weight_decay"]) == pytest.approx(expected)
+    state = trainer.fit()
+    assert "valid/detection/map_50" in state.metrics and trainer.checkpoint_callback.best_model_path is not None
