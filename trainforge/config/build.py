@@ -433,6 +433,10 @@ def build_experiment(
     notes = check_experiment(cfg, mode, list(notes or []))  # notes: e.g. TorchOk names read as ours
     if mode != "train" and cfg.resume_path is not None and cfg.task.load_checkpoint is None:
         notes.append(f"{mode} uses {evaluation_checkpoint(cfg.resume_path)[1]}")
+    elif mode != "train" and cfg.task.load_checkpoint is None and "backbone_name" in cfg.task.params:
+        pretrained = (cfg.task.params.get("backbone_params") or {}).get("pretrained")
+        notes.append(f"{mode} uses the model as built from task.params ({'pretrained backbone, ' if pretrained else ''}"
+                     "nothing trained loaded): pass +resume_path=<run folder> for a trained run's best checkpoint")
     for note in notes:
         print(f"trainforge: note: {note}", file=sys.stderr)
     seed = (cfg.seed_params or cfg.task.seed_params or _default_seed()).seed

@@ -57,7 +57,7 @@ def test_each_valid_and_test_set_keeps_its_own_batch_size(tmp_path: Path) -> Non
     assert recorder.sizes == [11, 11, 11]  # not the first VALID set's 256
 
 
-def test_a_test_set_in_test_mode_keeps_its_batch_size_too(tmp_path: Path) -> None:
+def test_a_test_set_in_test_mode_keeps_its_batch_size_too(tmp_path: Path, capsys) -> None:
     cfg = _config()
     cfg["data"]["TEST"] = [_valid(9, 20), _valid(4, 8, "extra")]
     experiment = build_experiment(parse_experiment(cfg), tmp_path / "run", mode="test")
@@ -65,6 +65,8 @@ def test_a_test_set_in_test_mode_keeps_its_batch_size_too(tmp_path: Path) -> Non
     experiment.trainer.callbacks.append(recorder)
     experiment.trainer.evaluate(experiment.eval_data["TEST"], phase="TEST")
     assert recorder.sizes == [9, 9, 2, 4, 4]
+    assert "test uses the model as built from task.params (nothing trained loaded): pass +resume_path=" in (
+        capsys.readouterr().err)
 
 
 def test_drop_last_on_an_evaluation_set_is_noted_not_applied(tmp_path: Path, capsys) -> None:
