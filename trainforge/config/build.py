@@ -738,6 +738,7 @@ def dataset_class(name: str) -> Any:
 DATASET_PARAM_ALIASES: dict[str, tuple[str | None, str]] = {
     "data_folder": ("root", "read as root"),
     "input_dtype": (None, "ignored: images are float32 in [0, 1]; trainer.precision sets mixed precision"),
+    "bbox_dtype": (None, "ignored: boxes are float32 xyxy pixels; trainer.precision sets mixed precision"),
     "download": (None, "ignored: nothing downloads; the files must already be in root"),
     "lazy_init": (None, "ignored: images are read when a sample is asked for"),
 }

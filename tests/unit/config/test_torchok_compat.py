@@ -313,3 +313,15 @@ def test_fcos_config_with_the_listed_fixes_trains_on_a_coco2017_folder(tmp_path:
         assert (group["lr"], group["weight_decay"]) == pytest.approx(expected)
     state = trainer.fit()
     assert "valid/detection/map_50" in state.metrics and trainer.checkpoint_callback.best_model_path is not None
+
+
+def test_torchok_bbox_dtype_on_our_detection_data_sets_is_noted_and_dropped() -> None:
+    from trainforge.config.build import dataset_params
+    from trainforge.data import CocoDetection
+
+    notes: list[str] = []
+    params = dataset_params(CocoDetection, {"data_folder": "d", "annotation_path": "a.json", "bbox_dtype": "float16"},
+                            "data.TRAIN[0].dataset.params", notes)
+    assert params == {"data_folder": "d", "annotation_path": "a.json"}
+    assert notes == ["data.TRAIN[0].dataset.params.bbox_dtype is ignored: boxes are float32 xyxy pixels; "
+                     "trainer.precision sets mixed precision"]
