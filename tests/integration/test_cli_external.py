@@ -143,3 +143,33 @@ def test_kornia_image_classifier_config_sweeps_lr(tmp_path, monkeypatch, capsys)
 def test_kornia_examples_without_a_local_recipe_name_the_fix(example: str) -> None:
     with pytest.raises(ConfigError, match=r"data\.TRAIN"):
         check_experiment_file(KORNIA / example / "config.yaml")
+
+
+def test_multi_validation_config_evaluates_each_set_with_its_own_batch_size(tmp_path, monkeypatch) -> None:
+    """TorchOk's classification_cifar10_multi_validation.yaml: its two VALID sets (batch_size 128 and 64)
+    keep their own batch sizes."""
+    from trainforge.config.build import build_experiment
+    from trainforge.config.hydra_cli import compose, locate
+    from trainforge.config.torchok import read_experiment
+
+    monkeypatch.chdir(tmp_path)
+    data = _fake_cifar10(tmp_path / "data", train_per_batch=4, test=200)
+    overrides = [f"data.{phase}.{i}.dataset.params.data_folder={data}" for phase, i in
+                 (("TRAIN", 0), ("VALID", 0), ("VALID", 1))]
+    overrides += ["task.params.backbone_params.pretrained=false", "trainer.accelerator=cpu", "trainer.precision=32",
+                  "data.TRAIN.0.dataloader.num_workers=0", "data.TRAIN.0.dataloader.batch_size=16",
+                  "data.VALID.0.dataloader.num_workers=0",
+                  "data.VALID.1.dataloader.num_workers=0"]
+    values, _ = compose(locate(None, str(TORCHOK / "configs"), "classification_cifar10_multi_validation"), overrides)
+    cfg, notes = read_experiment(values)
+    experiment = build_experiment(cfg, tmp_path / "run", notes=notes)
+    sizes: list[int] = []
+
+    class Recorder:
+        def on_eval_batch_end(self, state) -> None:
+            sizes.append(len(state.batch["input"]))
+
+    experiment.trainer.callbacks.append(Recorder())
+    metrics = experiment.trainer.evaluate()
+    assert sizes == [128, 72, 64, 64, 64, 8]
+    assert len([k for k in metrics if k.endswith("/loss") and k.startswith("valid")]) == 2
