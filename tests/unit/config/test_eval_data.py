@@ -78,3 +78,33 @@ def test_drop_last_on_an_evaluation_set_is_noted_not_applied(tmp_path: Path, cap
     experiment.trainer.evaluate()
     assert recorder.sizes == [8, 8, 4]
     assert "data.VALID[0].dataloader.drop_last is ignored: evaluation never drops samples" in capsys.readouterr().err
+
+
+def test_evaluation_checkpoint_refuses_or_explains_surprising_paths(tmp_path: Path) -> None:
+    import pytest
+    import torch
+
+    from trainforge.checkpoint import save_checkpoint
+    from trainforge.config.build import evaluation_checkpoint
+    from trainforge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"resume_path='.*nowhere' does not exist; give a run folder or a checkpoint"):
+        evaluation_checkpoint(tmp_path / "nowhere")
+    (tmp_path / "empty" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="holds no intact checkpoint"):
+        evaluation_checkpoint(tmp_path / "empty")
+    run = tmp_path / "run"  # two scored checkpoints and no config.yaml: the mode is unknown
+    for step, score in ((5, 0.2), (9, 0.1)):
+        save_checkpoint(run / "checkpoints" / f"s{step}", {"w": torch.ones(1)},
+                        {"global_step": step, "monitor": "valid/loss", "score": score})
+    found, why = evaluation_checkpoint(run / "checkpoints")  # the checkpoints folder itself works too
+    assert found.name == "s9" and "the newest checkpoint s9 (the monitor's mode is unknown)" in why
+    (run / "config.yaml").write_text("checkpoint: {monitor: valid/loss, mode: min}\n")
+    found, why = evaluation_checkpoint(run)
+    assert found.name == "s9" and "also the newest" in why
+    (run / "config.yaml").write_text("checkpoint: {monitor: valid/loss, mode: max}\n")
+    assert evaluation_checkpoint(run)[0].name == "s5"
+    weights = tmp_path / "weights.safetensors"
+    weights.write_bytes(b"x")
+    assert evaluation_checkpoint(weights) == (weights, f"resume_path={str(weights)!r}: the checkpoint given "
+                                                       "(weights.safetensors)")
