@@ -33,6 +33,8 @@ EXPECTED = {
     "test_configs/config.yaml": ["no key 'log_dir'", "logger.log_dir", "no key 'checkpoint'", "ModelCheckpoint"],
     "test_configs/config_with_bag.yaml": ["no key 'experiment_name'", "moved to logger.experiment_name"],
     "test_configs/config_without_metrics.yaml": ["no key 'log_dir'"],
+    "configs/onnx_infer.yaml": ["task.params.path_to_onnx='<onnx_path>' is a placeholder", "metrics[0].mapping.preds",
+                                "task.params.path_to_onnx=model.onnx", "metrics.0.mapping.preds="],
 }
 
 

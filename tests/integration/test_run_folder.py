@@ -233,6 +233,8 @@ class _References(HTMLParser):
 
 
 def test_report_references_only_valid_figures_and_its_curves_match_the_log(run):
+    import base64
+    import io
     from xml.etree import ElementTree
 
     from PIL import Image
@@ -243,21 +245,24 @@ def test_report_references_only_valid_figures_and_its_curves_match_the_log(run):
     parser = _References()
     parser.feed(html)
     assert "http" not in html.replace("http-equiv", "") and "<script" not in html  # opens with no network
-    pngs = [ref for ref in parser.found if ref.endswith(".png")]
     for ref in parser.found:
         path = (report / ref).resolve()
         assert path.is_file() and report.resolve() in path.parents, ref
-    for ref in pngs:
-        with Image.open(report / ref) as image:
-            assert image.format == "PNG"
-            image.verify()
     svgs = [ref for ref in parser.found if ref.endswith(".svg")]
+    assert set(parser.found) == {*svgs, "data/curves.json"}
     for ref in svgs:
-        assert ElementTree.parse(report / ref).getroot().tag == "{http://www.w3.org/2000/svg}svg", ref
-    assert {"samples_best.png", "samples_worst.png", "samples_confused.png"} <= set(pngs)
+        root = ElementTree.parse(report / ref).getroot()
+        assert root.tag == "{http://www.w3.org/2000/svg}svg", ref
+        for element in root.iter("{http://www.w3.org/2000/svg}image"):  # embedded PNGs decode
+            head, _, data = element.get("href").partition(",")
+            assert head == "data:image/png;base64", ref
+            with Image.open(io.BytesIO(base64.b64decode(data))) as image:
+                assert image.format == "PNG"
+                image.verify()
     expected = {"curve_loss.svg", "curve_accuracy.svg", "curve_f1_score.svg", "lr_learning_rate.svg",
                 "throughput_samples_per_s.svg", "throughput_step_time_s.svg", "confusion_matrix.svg",
-                "per_class.svg", "metric_valid_noisy_confusion_matrix.svg"}  # valid/ is confusion_matrix.svg
+                "per_class.svg", "metric_valid_noisy_confusion_matrix.svg",  # valid/ is confusion_matrix.svg
+                "samples_best.svg", "samples_worst.svg", "samples_confused.svg"}
     assert expected <= set(svgs)
     assert "digit3" in html  # class names in the per-class table
     assert ">digit3</text>" in (report / "confusion_matrix.svg").read_text()  # and on the matrix's axes
@@ -365,7 +370,7 @@ def test_report_of_non_image_inputs_has_no_sample_grids(tmp_path, digits):
     saved = load_classification_data(tmp_path / CLASSIFICATION_FILE)
     assert saved["images"] is None and int(saved["confusion_matrix"].sum()) == 90
     figures = {p.name for p in (tmp_path / "report").iterdir()}
-    assert {"confusion_matrix.svg", "per_class.svg"} <= figures and "samples_worst.png" not in figures
+    assert {"confusion_matrix.svg", "per_class.svg"} <= figures and "samples_worst.svg" not in figures
 
 
 def test_a_failing_report_warns_and_keeps_the_run(tmp_path, data, monkeypatch, capsys):

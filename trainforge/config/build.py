@@ -422,7 +422,8 @@ def build_experiment(
     criterion = _build_joint_loss(cfg) if cfg.joint_loss is not None else None
     training_config = to_training_config(cfg, run_dir, mode, name)
     data = {phase: _build_phase(cfg, phase) for phase in ("TRAIN", "VALID", "TEST", "PREDICT")
-            if getattr(cfg.data, phase) and (phase != "TRAIN" or mode == "train")}
+            if getattr(cfg.data, phase) and (phase != "TRAIN" or mode == "train")
+            and (phase != "PREDICT" or mode == "predict")}  # test reads no PREDICT files (onnx_infer has both)
     optimizers: list[tuple[Any, Any, str]] = []
     extra_callbacks: list[Any] = []
     if mode == "train":

@@ -23,10 +23,9 @@ from .data import (
     load_metric_values,
     per_class_scores,
 )
-from .plots import save_image_grid
 from .sections import Section, register_section
 from .series import Series, load_run, split_name
-from .svg import bar_chart, confusion_matrix_svg, line_chart, metric_svg, save_svg
+from .svg import bar_chart, confusion_matrix_svg, line_chart, metric_svg, sample_grid_svg, save_svg
 
 METRICS_FILE = "metrics.jsonl"
 EXTRAS_DIR = Path("report") / "extras"
@@ -166,7 +165,7 @@ def _short(name: str, size: int = 12) -> str:
     return name if len(name) <= size else name[: size - 1] + "…"
 
 
-def _grid(data: Mapping[str, Any], indices: torch.Tensor, out_dir: Path, png: str) -> str:
+def _grid(data: Mapping[str, Any], indices: torch.Tensor, out_dir: Path, file_name: str) -> str:
     names, probs, targets = data["class_names"], data["probs"], data["targets"]
     predicted = probs.argmax(1)
     titles = [
@@ -174,8 +173,8 @@ def _grid(data: Mapping[str, Any], indices: torch.Tensor, out_dir: Path, png: st
         for i in indices.tolist()
     ]
     correct = (predicted[indices] == targets[indices]).tolist()
-    save_image_grid(data["images"][indices], titles, correct, out_dir / png)
-    return png
+    save_svg(sample_grid_svg(data["images"][indices], titles, correct), out_dir / file_name)
+    return file_name
 
 
 def classification_section(run_dir: Path, out_dir: Path) -> list[Section]:
@@ -217,11 +216,11 @@ def _samples_section(data: Mapping[str, Any], out_dir: Path) -> Section:
     correct = (predicted == targets).nonzero().squeeze(1)
     if correct.numel():
         best = correct[true_prob[correct].argsort(descending=True)][:GRID_SIZE]
-        section.images.append(_grid(data, best, out_dir, "samples_best.png"))
+        section.images.append(_grid(data, best, out_dir, "samples_best.svg"))
         notes.append("<b>Best</b>: correct, with the highest probability on the true class.")
     worst = true_prob.argsort()[:GRID_SIZE]
     if worst.numel():
-        section.images.append(_grid(data, worst, out_dir, "samples_worst.png"))
+        section.images.append(_grid(data, worst, out_dir, "samples_worst.svg"))
         notes.append("<b>Worst</b>: the lowest probability on the true class.")
     off_diagonal = matrix.clone()
     off_diagonal.fill_diagonal_(0)
@@ -236,7 +235,7 @@ def _samples_section(data: Mapping[str, Any], out_dir: Path) -> Section:
         described = ", ".join(f"{escape(names[t])} → {escape(names[p])} ({int(matrix[t, p])})" for t, p in pairs)
         if indices.numel():
             order = probs[indices, predicted[indices]].argsort(descending=True)
-            section.images.append(_grid(data, indices[order][:GRID_SIZE], out_dir, "samples_confused.png"))
+            section.images.append(_grid(data, indices[order][:GRID_SIZE], out_dir, "samples_confused.svg"))
             notes.append(f"<b>Most confused</b> pairs over the whole validation set: {described}.")
         else:
             notes.append(f"Most confused pairs: {described}; none of them is among the saved samples.")

@@ -1,13 +1,12 @@
 """matplotlib figures for loggers (``log_figure``: the confusion matrix and other non-scalar metrics sent
 to TensorBoard) and for report sections that draw their own, with the object API (``Figure``, rendered
-by Agg when saved: no pyplot, no global backend, no display; matplotlib imported inside each function);
-and the report's Pillow image grids. The report's own charts are SVG (``svg.py``)."""
+by Agg when saved: no pyplot, no global backend, no display; matplotlib imported inside each function).
+The report's own charts and sample grids are SVG (``svg.py``)."""
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import math
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -128,58 +127,6 @@ def confusion_matrix_figure(
                 axes.text(column, row, text, ha="center", va="center", fontsize=8,
                           color="white" if rates[row, column] > 0.5 * top else "black")
     return figure
-
-
-def save_image_grid(
-    images: torch.Tensor, titles: Sequence[str], correct: Sequence[bool], path: str | Path, columns: int = 8,
-    cell: int = 96,
-) -> Path:
-    """Images ``(N, C, H, W)`` in [0, 1] in a grid, each captioned (green when ``correct``, red otherwise),
-    written as one PNG at ``path`` through a temporary file.
-
-    Drawn with Pillow (matplotlib's own image dependency) instead of a matplotlib figure: a grid of
-    images needs no axes, and one axes per sample cost seconds and thousands of objects per grid.
-
-    >>> import tempfile
-    >>> path = save_image_grid(torch.rand(3, 1, 8, 8), ["a", "b", "d"], [True, False, True],
-    ...                        Path(tempfile.mkdtemp()) / "grid.png", columns=2)
-    >>> from PIL import Image
-    >>> Image.open(path).size
-    (208, 264)
-    """
-    from PIL import Image, ImageDraw, ImageFont
-
-    count = images.shape[0]
-    columns = max(1, min(columns, count))
-    rows = max(1, math.ceil(count / columns))
-    caption, pad = 28, 4
-    pixels = images.detach().float().clamp(0, 1).cpu()
-    if pixels.shape[1] != 3:
-        pixels = pixels[:, :1].expand(-1, 3, -1, -1)
-    # nearest-neighbour upscaling keeps small images (8x8 digits) sharp; the longer side becomes ``cell``
-    height, width = pixels.shape[-2:]
-    scale = max(1, cell // max(height, width))
-    pixels = pixels.repeat_interleave(scale, -2).repeat_interleave(scale, -1)
-    arrays = (pixels.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
-    cell_w, cell_h = arrays.shape[2] + 2 * pad, arrays.shape[1] + caption + 2 * pad
-    canvas = Image.new("RGB", (columns * cell_w, rows * cell_h), "white")
-    draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default(size=10)
-    for index in range(count):
-        left, top = (index % columns) * cell_w + pad, (index // columns) * cell_h + pad
-        canvas.paste(Image.fromarray(arrays[index]), (left, top))
-        color = (0, 128, 0) if correct[index] else (200, 0, 0)
-        draw.multiline_text((left, top + arrays.shape[1] + 2), titles[index], fill=color, font=font, spacing=2)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            canvas.save(file, format="PNG", compress_level=1)  # half the encoding time of the default 6
-        _publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _curves(value: object) -> list[tuple[torch.Tensor, torch.Tensor]] | None:

@@ -109,19 +109,16 @@ def test_every_reference_exists_and_every_figure_is_valid(classification_run):
     assert not [ref for ref in files if "://" in ref or ref.startswith("//")]  # nothing from the network
     for ref in files:
         assert (page.parent / ref).is_file(), ref
-    pngs = [ref for ref in files if ref.endswith(".png")]
     svgs = [ref for ref in files if ref.endswith(".svg")]
-    assert set(pngs) == {"samples_best.png", "samples_worst.png", "samples_confused.png"}
+    assert set(files) == {*svgs, "data/curves.json"}  # every figure is an SVG
     assert {"curve_loss.svg", "curve_accuracy.svg", "lr_learning_rate.svg", "confusion_matrix.svg", "per_class.svg",
-            "throughput_samples_per_s.svg", "other_grad_norm.svg"} <= set(svgs)
-    for png in pngs:
-        path = page.parent / png
-        assert path.read_bytes()[:8] == PNG_MAGIC
-        with Image.open(path) as image:
-            image.verify()
+            "throughput_samples_per_s.svg", "other_grad_norm.svg", "samples_best.svg", "samples_worst.svg",
+            "samples_confused.svg"} <= set(svgs)
     for svg in svgs:
         root = ElementTree.parse(page.parent / svg).getroot()  # well-formed XML
         assert root.tag == f"{SVG}svg" and float(root.get("width")) > 100 and root.find(f"{SVG}title").text
+        for image in root.iter(f"{SVG}image"):  # embedded pictures are whole PNGs, nothing fetched
+            assert _embedded_png(image).format == "PNG"
     anchors = {ref[1:] for ref in parser.references if ref.startswith("#")}
     assert anchors and all(f"id='{anchor}'" in page.read_text() for anchor in anchors)
     assert not list(page.parent.glob(".*"))  # no temporary files left behind
@@ -142,6 +139,19 @@ def test_plotted_curves_match_metrics_jsonl(classification_run):
     assert curves["figures"]["curve_accuracy.svg"] == ["valid/accuracy", "valid_noisy/accuracy"]
     assert sorted(curves["figures"]["curve_loss.svg"]) == ["train/loss", "valid/loss"]
     assert "global_step" not in series  # counters are not plotted
+
+
+def _embedded_png(element) -> Image.Image:
+    import base64
+    import io
+
+    head, _, data = element.get("href").partition(",")
+    assert head == "data:image/png;base64"
+    raw = base64.b64decode(data)
+    assert raw[:8] == PNG_MAGIC
+    image = Image.open(io.BytesIO(raw))
+    image.load()
+    return image
 
 
 def _texts(root) -> list[str]:
@@ -207,6 +217,30 @@ def test_svg_per_class_bars_are_the_scores(classification_run, digits_model):
         for index, name in enumerate(names):
             assert bars[group, name] == pytest.approx(float(scores[key][index]), rel=1e-5)
     assert {"class", "score", "precision", "recall", "F1", *names} <= set(_texts(root))
+
+
+def test_sample_grids_show_the_chosen_samples_captioned_and_coloured(classification_run, digits_model):
+    run, _ = classification_run
+    images, targets, probs, _, names = digits_model
+    root = ElementTree.parse(run / "report" / "samples_worst.svg").getroot()
+    samples = [g for g in root.iter(f"{SVG}g") if g.get("class") == "sample"]
+    assert len(samples) == 16
+    true_prob = probs[:64].gather(1, targets[:64, None]).squeeze(1)
+    worst = true_prob.argsort()[:16]  # what the section picks, in its order
+    for group, index in zip(samples, worst.tolist()):
+        picture = _embedded_png(next(group.iter(f"{SVG}image")))
+        assert picture.size == (96, 96)  # 8x8 digits upscaled by whole pixels, sharp
+        pixels = torch.from_numpy(np.asarray(picture.convert("L"))[::12, ::12].copy()).float() / 255
+        shown = images[index, 0]
+        shown = (shown - shown.min()) / (shown.max() - shown.min())
+        assert torch.allclose(pixels, shown, atol=1 / 255 + 1e-6)  # the very sample, scaled to [0, 1]
+        caption = _texts(group)
+        predicted = int(probs[index].argmax())
+        assert caption[0] == f"true {names[int(targets[index])]}"
+        assert caption[1] == f"pred {names[predicted]} {float(probs[index, predicted]):.2f}"
+        right = predicted == int(targets[index])
+        assert group.get("data-correct") == str(right).lower()
+        assert {t.get("fill") for t in group.iter(f"{SVG}text")} == {"#008000" if right else "#c80000"}
 
 
 def test_svg_charts_of_odd_data():
