@@ -734,9 +734,11 @@ def _metric_spec(metric: MetricSection, num_classes: Any = None) -> dict[str, An
     if isinstance(num_classes, int) and "num_classes" not in spec["params"] \
             and spec["params"].get("task", "multiclass") == "multiclass":
         # the class count the config states (a margin head's, say) where the model's outputs may not show it
-        from ..metrics.build import _parameters
-
-        if "num_classes" in _parameters(get_registry("metrics").get(metric.name)):
+        try:
+            accepted = inspect.signature(get_registry("metrics").get(metric.name)).parameters
+        except (TypeError, ValueError):
+            accepted = {}
+        if "num_classes" in accepted:
             spec["params"]["num_classes"] = num_classes
     if metric.mapping is not None:
         spec["mapping"] = dict(metric.mapping)
