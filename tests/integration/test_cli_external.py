@@ -26,6 +26,7 @@ EXPECTED = {
     "configs/classification_imagenet.yaml": None,
     "configs/pairwise_sop.yaml": None,
     "configs/triplet_sop.yaml": None,
+    "configs/segmentation_sweet_pepper.yaml": None,
     "configs/representation_arcface_sop.yaml": ["freeze_modules[1] has no key 'stage'", "did you mean 'stages'"],
     "configs/classification_cifar10_mlflowx.yaml": ["logger.params.tracking_uri", "set the environment variable"],
     "test_configs/cifar10_experiment.yaml": ["logger.params.tracking_uri", "CV_MLFLOW_TRACKING_URI=..."],

@@ -37,8 +37,8 @@ def _onnx_overrides(onnx: Path, data: Path, run: Path) -> list[str]:
     return [
         f"task.params.path_to_onnx={onnx}", "metrics.0.mapping.preds=output", "metrics.1.mapping.preds=output",
         f"data.TEST.0.dataset.params.data_folder={data}", "data.TEST.0.dataloader.num_workers=0",
+        f"data.PREDICT.0.dataset.params.data_folder={data}", "data.PREDICT.0.dataloader.num_workers=0",
         "trainer.accelerator=cpu", "+trainer.report=false", f"hydra.run.dir={run}",
-        "~data.PREDICT",  # its CIFAR10 test_mode (images without labels) is not a TEST input
     ]
 
 
@@ -66,6 +66,15 @@ def test_train_export_and_onnx_infer_give_the_torch_models_metrics(tmp_path, mon
         assert metrics["test/accuracy"] == pytest.approx(torch_metrics["valid/accuracy"], abs=1e-6)
         assert metrics["test/f1_score"] == pytest.approx(torch_metrics["valid/f1_score"], abs=1e-6)
 
+    # PREDICT as shipped: CIFAR10 with test_mode=true gives images without labels; one output row per image
+    import torch
+
+    assert main(["predict", "-cp", str(CONFIGS), "-cn", "onnx_infer",
+                 *_onnx_overrides(tmp_path / "model.onnx", data, tmp_path / "predict")]) == 0
+    (saved,) = (tmp_path / "predict").glob("predictions_*.pt")
+    predictions = torch.load(saved, weights_only=True)
+    assert predictions["output"].shape == (32, 10) and sorted(predictions["index"].tolist()) == list(range(32))
+
 
 def test_onnx_infer_as_shipped_names_both_placeholders_and_the_fix():
     with pytest.raises(ConfigError) as error:
@@ -84,8 +93,7 @@ def test_onnx_infer_with_a_real_file_lists_its_outputs_for_the_mapping(tmp_path)
     with pytest.raises(ConfigError, match=r"metrics\[0\].mapping.preds='<onnx_output>' is a placeholder: set it to "
                                           r"the ONNX output name \(this model's outputs: output\)"):
         check_experiment_file(CONFIGS / "onnx_infer.yaml", [f"task.params.path_to_onnx={path}"])
-    fixed = [f"task.params.path_to_onnx={path}", "metrics.0.mapping.preds=output", "metrics.1.mapping.preds=output",
-             "~data.PREDICT"]
+    fixed = [f"task.params.path_to_onnx={path}", "metrics.0.mapping.preds=output", "metrics.1.mapping.preds=output"]
     assert check_experiment_file(CONFIGS / "onnx_infer.yaml", fixed).startswith(f"{CONFIGS / 'onnx_infer.yaml'}: valid")
     with pytest.raises(ConfigError, match=f"task.params.path_to_onnx: {tmp_path / 'nope.onnx'}: no such ONNX file"):
         check_experiment_file(CONFIGS / "onnx_infer.yaml", [f"task.params.path_to_onnx={tmp_path / 'nope.onnx'}"])
