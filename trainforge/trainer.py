@@ -24,12 +24,12 @@ from ._version import __version__
 from .callbacks import EpochMetricAvg, Optimizer, StdoutLogger
 from .callbacks.checkpoint import ModelCheckpoint
 from .callbacks.early_stopping import EarlyStopping
-from .config_check import FirstBatchCheck, check_trainer_setup, optimizer_mismatch, require_training_data
+from .config_check import FirstBatchCheck, check_trainer_setup, require_training_data
 from .data import ResumableLoader
 from .engine import Recipe, State, hook_methods
 from .errors import ConfigError, ResumeMismatchError
 from .loggers import Throughput
-from .run_info import dataset_fingerprint, environment_info
+from .run_info import environment_info
 from .runtime import Runtime, backward, rng_state, seed_everything, set_rng_state
 from .trainer_hooks import (
     _EvalBatchEvents,
@@ -43,6 +43,13 @@ from .trainer_hooks import (
     _sigterm_flag,
     _TrainerStages,
     _TrainMetrics,
+)
+from .trainer_resume import (
+    CHECKPOINT_FORMAT,
+    auto_resume_checkpoint,
+    check_compatible,
+    data_fingerprint,
+    find_checkpoint,
 )
 from .trainer_utils import (
     ActiveStages,
@@ -467,7 +474,7 @@ class Trainer:
                 self.run_dir = folder  # resuming a run folder keeps writing into it
         self._asked_resume = resume_from is not None  # "auto" too: this folder's own run may continue
         if resume_from == "auto":
-            resume_from = self._auto_resume_checkpoint()
+            resume_from = auto_resume_checkpoint(self)
         # known before setup(): a resumed run restores its own weights, so load_checkpoint is not applied
         self._resume_pending = resume_from is not None
         self._fitting = True
@@ -494,23 +501,6 @@ class Trainer:
             self._fitting = False
             self._release_run_folder()
         return state
-
-    def _auto_resume_checkpoint(self) -> Path | None:
-        """``resume_from="auto"``: the newest intact checkpoint of this run's folder written by its run."""
-        from .checkpoint import find_resume_checkpoint
-        from .run_folder import read_run_id
-
-        output = self.config.output_dir
-        run_dir = self.run_dir or (Path(output).expanduser() if output is not None else None)
-        if run_dir is None:
-            return None  # a new timestamped folder is empty
-        folder = self._checkpoint_folder(run_dir)
-        return find_resume_checkpoint(folder, run_id=read_run_id(run_dir)) if folder.is_dir() else None
-
-    def _checkpoint_folder(self, run_dir: Path) -> Path:
-        """Where this trainer's checkpoints go: a user's ``ModelCheckpoint``'s folder, else ``checkpoints/``."""
-        user = next((c for c in self.callbacks if isinstance(c, ModelCheckpoint)), None)
-        return user.dirpath if user is not None and user.dirpath is not None else run_dir / "checkpoints"
 
     def _finish_run(self, state: State) -> None:
         """Hyper-parameters with final metrics, report data and the HTML report (rank 0). A report that
@@ -1162,7 +1152,7 @@ class Trainer:
             "recipe": self.recipe.state_dict(),
             "rng": rng_state(),
             "config": self.config.to_dict(),
-            "data": self._data_fingerprint(),
+            "data": data_fingerprint(self),
         }
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
@@ -1171,7 +1161,7 @@ class Trainer:
         ``config.load_checkpoint`` is not applied on top of a restored run (a warning says so)."""
         self._resume_pending = True  # when setup() has not run yet: skip the pretrained weights
         self.setup()
-        self._check_compatible(state, strict=strict)
+        check_compatible(self, state, strict=strict)
         try:
             self.recipe.load_state_dict(state["recipe"], strict=strict)
         except (KeyError, RuntimeError, ValueError) as error:
@@ -1190,77 +1180,7 @@ class Trainer:
             )
 
     def _data_fingerprint(self) -> dict[str, Any]:
-        data = self.train_data
-        source = data.dataset if isinstance(data, DataLoader) else data
-        cached = getattr(self, "_dataset_hash_cache", None)
-        if cached is None or cached[0] is not source:  # hashed once per data set object, not per checkpoint
-            cached = self._dataset_hash_cache = (source, dataset_fingerprint(source))
-        return {
-            "batch_size": self.config.batch_size,
-            "accumulate_grad_batches": self.config.accumulate_grad_batches,
-            "world_size": self.runtime.world_size,
-            "num_samples": len(source) if isinstance(source, Dataset) and hasattr(source, "__len__") else None,
-            "dataset_hash": cached[1],
-            "sampler_seed": self.config.seed,  # epoch e is shuffled with seed + e
-            "class_names": self.class_names,
-        }
-
-    def _check_compatible(self, state: dict[str, Any], strict: bool = True) -> None:
-        """Raise ``ResumeMismatchError`` listing everything that differs from the saved run (a value of None
-        on either side means unknown and is not compared)."""
-        if state.get("format_version") != CHECKPOINT_FORMAT:
-            raise ResumeMismatchError(
-                f"checkpoint format {state.get('format_version')!r} is not supported (this is {CHECKPOINT_FORMAT})"
-            )
-        saved = state.get("data", {})
-        problems = [
-            f"{key} changed from {saved[key]!r} (saved run) to {value!r} (this run)"
-            for key, value in self._data_fingerprint().items()
-            if saved.get(key) is not None and value is not None and saved[key] != value
-        ]
-        recipe = state.get("recipe", {})
-        if "model" in recipe.get("registered", {}):
-            from .pretrained import compare_state_dicts
-
-            diff = compare_state_dicts(self.model.state_dict(), recipe["registered"]["model"])
-            if diff:
-                lines = "".join(f"\n    {line}" for line in diff.describe().splitlines())
-                problems.append(f"the model differs from the saved run's:{lines}")
-        problems += self._callback_mismatches(recipe.get("callbacks", {}), state.get("config", {})) if strict else []
-        problems += optimizer_mismatch(self.config, self._optimizer_cb.optimizer, state)
-        if problems:
-            raise ResumeMismatchError(
-                "cannot resume:\n- " + "\n- ".join(problems) + "\nResume with the saved run's "
-                "settings, or start a new run and take only the weights with config.load_checkpoint."
-            )
-
-    def _callback_mismatches(self, saved: dict[str, Any], saved_config: dict[str, Any]) -> list[str]:
-        """Stateful callbacks, GradScaler and schedule present in one run and not in the other."""
-        keyed = self.recipe.callbacks._keyed()
-        problems = []
-        missing, unexpected = sorted(set(keyed) - set(saved)), sorted(set(saved) - set(keyed))
-        if missing or unexpected:
-            sides = ([f"this run has {missing} that the saved run had not"] if missing else []) + (
-                [f"the saved run had {unexpected} that this run has not"] if unexpected else [])
-            problems.append(
-                f"stateful callbacks differ: {' and '.join(sides)} (EMA[0] comes from ema_decay, "
-                "ModelCheckpoint/EarlyStopping from checkpoint/early_stopping)"
-            )
-        key = next((k for k, callback in keyed.items() if callback is self._optimizer_cb), None)
-        optimizer_state = saved.get(key, {}) if key is not None else {}
-        if key in saved and ("scaler" in optimizer_state) != (self.runtime.scaler is not None):
-            before = saved_config.get("precision", "?")
-            problems.append(
-                f"precision changed from {before!r} (saved run, {'with' if 'scaler' in optimizer_state else 'no'} "
-                f"GradScaler) to {self.config.precision!r} (this run, {'no' if self.runtime.scaler is None else 'with'}"
-                f" GradScaler): the loss scale cannot be carried over; resume with precision={before!r}"
-            )
-        if key in saved and ("scheduler" in optimizer_state) != (self._optimizer_cb.scheduler is not None):
-            problems.append(
-                f"scheduler changed from {saved_config.get('scheduler', '?')!r} (saved run) to "
-                f"{self.config.scheduler!r} (this run): one of them has no schedule state"
-            )
-        return problems
+        return data_fingerprint(self)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write a full checkpoint folder at ``path`` (atomic, verified; see ``trainforge.checkpoint``),
@@ -1284,21 +1204,7 @@ class Trainer:
     def resume(self, path: str | os.PathLike[str]) -> Path:
         """Resume from a checkpoint folder, or from the newest intact checkpoint of a run folder (a corrupt
         newer one is skipped with a warning). Returns the checkpoint used."""
-        from .checkpoint import find_resume_checkpoint, read_manifest
-
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"resume_from={str(path)!r} does not exist")
-        candidate = path
-        if not (path / "MANIFEST.json").exists():
-            from .run_folder import read_run_id
-
-            search = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-            run_id = read_run_id(path) if search != path else None  # a run folder: only its own run's
-            candidate = find_resume_checkpoint(search, run_id=run_id)
-            if candidate is None:
-                raise ConfigError(f"resume_from={str(path)!r}: no intact checkpoint found in {search}")
-        read_manifest(candidate)
+        candidate = find_checkpoint(Path(path))
         self.load(candidate)
         return candidate
 
@@ -1331,7 +1237,7 @@ class Trainer:
             "preprocessing": settings,
             "trainforge_version": __version__,
             "config_hash": hashlib.sha256(config_json.encode()).hexdigest()[:16],
-            "dataset_hash": self._data_fingerprint()["dataset_hash"],
+            "dataset_hash": data_fingerprint(self)["dataset_hash"],
             "ema": self.ema is not None,
         }
         path = Path(path).expanduser()
@@ -1369,5 +1275,3 @@ class Trainer:
         with self._ema_weights():
             self._guard.assert_finite_weights(self.model)
             return export_onnx(self.model, path, example_input, **options)
-
-CHECKPOINT_FORMAT = 1
