@@ -71,6 +71,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     shape = _input_shape(args.input_shape) if args.input_shape else None
     result = export_run(args.source, args.onnx, opset_version=args.opset, input_shape=shape,
                         overwrite=args.overwrite, exporter=args.exporter)
+    print(f"checkpoint: {result.source}")
     print(f"onnx: {result.path.resolve()}")
     print(result.summary())
     return 0
@@ -167,8 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser(
         "export", help="export a trained run's model to ONNX, verified with onnxruntime",
-        description="Rebuild the model of a YAML experiment's run folder (its newest intact checkpoint) or of one "
-        "checkpoint folder, export it to ONNX and check onnxruntime's outputs against torch's.",
+        description="Rebuild the model of a YAML experiment's run folder (its best checkpoint by the monitored "
+        "metric, else the newest) or of one checkpoint folder, export it to ONNX and check onnxruntime's outputs "
+        "against torch's.",
     )
     export.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT",
                         help="runs/<experiment>/<time>, or <run folder>/checkpoints/<name>")

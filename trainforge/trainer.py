@@ -967,6 +967,7 @@ class Trainer:
             self.optimizer if self.optimizer is not None else _NoOptimizer(),
             accumulation=cfg.accumulate_grad_batches,
             clip_grad_norm=cfg.gradient_clip_val,
+            clip_algorithm=cfg.gradient_clip_algorithm,
             scheduler=self.scheduler,
             scheduler_interval=cfg.scheduler_interval,
             scaler=self.runtime.scaler,

@@ -81,6 +81,10 @@ class TrainingConfig:
     warmup_ratio: float = _field(0.0, "linear warmup length as a fraction of all optimizer steps")
     accumulate_grad_batches: int = _field(1, "sum gradients over this many batches per optimizer step")
     gradient_clip_val: float | None = _field(None, "clip the global gradient norm to this value (None: no clip)")
+    gradient_clip_algorithm: str = _field(
+        "norm", "how gradient_clip_val clips (Lightning's): norm (the global L2 norm, clip_grad_norm_) or value "
+        "(each gradient element into [-val, val], clip_grad_value_)", ("norm", "value"),
+    )
     ema_decay: float | None = _field(None, "keep an exponential moving average of the weights; eval uses it")
     freeze_batchnorm: bool = _field(False, "keep BatchNorm layers in eval mode with frozen parameters")
     # -- hardware and speed -----------------------------------------------------------------------

@@ -3,6 +3,7 @@ overrides, multirun sweeps, the Optuna sweeper, safety of the YAML reader, nothi
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -160,3 +161,40 @@ def test_config_schema_lists_every_key_with_help(capsys) -> None:
     for key in ("task.params:", "data.TRAIN[].dataloader.batch_size: 32", "optimization[].scheduler.pl_params.interval",
                 "joint_loss.normalize_weights: True", "metrics[].phases", "seed_params.seed: 42"):
         assert key in out, key
+
+
+def _valid_accuracy_by_epoch(run: Path) -> dict[int, float]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return {row["epoch"]: row["metrics"]["valid/accuracy"] for row in rows if "valid/accuracy" in row["metrics"]}
+
+
+def test_test_mode_evaluates_the_best_checkpoint_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A run whose best checkpoint is not its newest (monitor valid/accuracy with mode min: the first, least
+    trained epoch is the best): ``trainforge test resume_path=RUN`` evaluates the best one, an explicit
+    checkpoint path is used as given; each says which weights it used."""
+    cfg = yaml.safe_load(Path(DIGITS).read_text())
+    cfg["callbacks"][0]["params"].update({"monitor": "valid/accuracy", "mode": "min", "save_top_k": 1})
+    cfg["data"]["TEST"] = [copy.deepcopy(cfg["data"]["VALID"][0])]
+    cfg["data"]["TRAIN"][0]["limit"] = 200
+    cfg["trainer"].update({"max_epochs": 3, "report": False, "progress_bar": False, "accelerator": "cpu"})
+    cfg["logger"] = None
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["train", "--config", str(path)]) == 0
+    (run,) = _folders(tmp_path / "runs")
+    accuracy = _valid_accuracy_by_epoch(run)
+    assert accuracy[0] < accuracy[2]  # so the best (min) is epoch 1's checkpoint, not the newest
+    capsys.readouterr()
+
+    assert main(["test", "--config", str(path), f"+resume_path={run}"]) == 0
+    err = capsys.readouterr().err
+    best = "epoch001-step000007"
+    assert f"test uses resume_path={str(run)!r}: the best checkpoint by valid/accuracy (min): {best}" in err
+    assert "not the newest last" in err
+    tested = sorted(p for p in (tmp_path / "runs").rglob("test_metrics.json"))
+    assert json.loads(tested[-1].read_text())["test/accuracy"] == pytest.approx(accuracy[0], abs=1e-6)
+
+    assert main(["test", "--config", str(path), f"+resume_path={run / 'checkpoints' / 'last'}"]) == 0
+    assert "the checkpoint given (last)" in capsys.readouterr().err
+    tested = sorted(p for p in (tmp_path / "runs").rglob("test_metrics.json"))
+    assert json.loads(tested[-1].read_text())["test/accuracy"] == pytest.approx(accuracy[2], abs=1e-6)

@@ -24,17 +24,48 @@ EXPECTED = {
     "configs/classification_cifar10.yaml": None,
     "configs/classification_cifar10_multi_validation.yaml": None,
     "configs/classification_imagenet.yaml": None,
+    "configs/pairwise_sop.yaml": None,
+    "configs/triplet_sop.yaml": None,
+    "configs/segmentation_sweet_pepper.yaml": None,
+    "configs/representation_arcface_sop.yaml": ["freeze_modules[1] has no key 'stage'", "did you mean 'stages'"],
     "configs/classification_cifar10_mlflowx.yaml": ["logger.params.tracking_uri", "set the environment variable"],
     "test_configs/cifar10_experiment.yaml": ["logger.params.tracking_uri", "CV_MLFLOW_TRACKING_URI=..."],
     "test_configs/config_with_env_variable.yaml": ["log_dir", "LOGDIR=..."],
     "test_configs/config.yaml": ["no key 'log_dir'", "logger.log_dir", "no key 'checkpoint'", "ModelCheckpoint"],
     "test_configs/config_with_bag.yaml": ["no key 'experiment_name'", "moved to logger.experiment_name"],
     "test_configs/config_without_metrics.yaml": ["no key 'log_dir'"],
+    "configs/onnx_infer.yaml": ["task.params.path_to_onnx='<onnx_path>' is a placeholder", "metrics[0].mapping.preds",
+                                "task.params.path_to_onnx=model.onnx", "metrics.0.mapping.preds="],
+    "test_configs/config_without_loss_optimizer.yaml": ["no key 'log_dir'", "no key 'experiment_name'",
+                                                        "moved to logger.experiment_name", "no key 'checkpoint'"],
+    # MMDetection-based detection: one error listing every section to change, each with trainforge's form
+    "configs/detection/fcos_resnet50_coco.yaml": [
+        "5 key(s)", "task.name='SingleStageDetectionTask' with head_name='FCOSHead'",
+        "use task.name: ObjectDetectionTask",
+        "num_classes: 81", "fpn_channels: 256", "nms_thresh: 0.5", "joint_loss: MMFocalLoss (loss_cls), MMIoULoss",
+        "delete joint_loss", "metrics[0].name='MMDetectionMAP'", "metrics[2].name='CocoEvalMAP'",
+        "callbacks[0].params.monitor='valid/MMDetMAP_50'", "monitor valid/detection/map_50"],
+    "configs/detection/fcos_gcvit-t_coco.yaml": [
+        "6 key(s)", "head_name='FCOSHead'", "image_size: [512, 512]", "delete joint_loss", "CocoEvalMAP",
+        "backbone_params.load_relative_position_bias_table is TorchOk's own GCViT option"],
+    "configs/detection/fcos_vit-s_coco.yaml": [
+        "4 key(s)", "head_name='FCOSHead'", "delete joint_loss", "MMDetectionMAP"],
+    "configs/detection/detr_resnet50_coco.yaml": [
+        "5 key(s)", "head_name='DETRHead'", "neither trainforge nor torchvision has DETR", "head_name: FCOSHead",
+        "custom_keys.backbone: in trainforge's detectors the backbone is model.backbone.body",
+        "MMGIoULoss (loss_iou)", "delete joint_loss", "MMDetectionMAP", "monitor valid/detection/map_50"],
+    "configs/detection/detr_gcvit-t_coco.yaml": [
+        "6 key(s)", "head_name='DETRHead'", "load_relative_position_bias_table", "custom_keys.backbone"],
 }
+#: The environment TorchOk's MLflow configs read (the detection ones), set for those tests only.
+MLFLOW_ENV = {"DB_URI": "sqlite:///mlflow.db", "S3_ARTIFACT_BUCKET": "s3://bucket"}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_torchok_configs_load_or_name_key_and_fix(name: str) -> None:
+def test_torchok_configs_load_or_name_key_and_fix(name: str, monkeypatch) -> None:
+    if name.startswith("configs/detection/"):
+        for key, value in MLFLOW_ENV.items():
+            monkeypatch.setenv(key, value)
     words = EXPECTED[name]
     if words is None:
         assert check_experiment_file(TORCHOK / name).startswith(f"{TORCHOK / name}: valid")
@@ -43,6 +74,14 @@ def test_torchok_configs_load_or_name_key_and_fix(name: str) -> None:
         check_experiment_file(TORCHOK / name)
     for word in words:
         assert word in str(error.value), str(error.value)
+
+
+def test_torchok_mlflowx_config_loads_with_its_environment_as_mlflow(monkeypatch) -> None:
+    for key, value in MLFLOW_ENV.items():
+        monkeypatch.setenv(key, value)
+    text = check_experiment_file(TORCHOK / "configs" / "classification_cifar10_mlflowx.yaml")
+    assert "logger.name='MLFlowLoggerX' is read as 'MLflowLogger'" in text
+    assert "logger.params.artifact_location is ignored" in text
 
 
 def _fake_cifar10(root: Path, train_per_batch: int = 16, test: int = 32) -> Path:
@@ -110,3 +149,33 @@ def test_kornia_image_classifier_config_sweeps_lr(tmp_path, monkeypatch, capsys)
 def test_kornia_examples_without_a_local_recipe_name_the_fix(example: str) -> None:
     with pytest.raises(ConfigError, match=r"data\.TRAIN"):
         check_experiment_file(KORNIA / example / "config.yaml")
+
+
+def test_multi_validation_config_evaluates_each_set_with_its_own_batch_size(tmp_path, monkeypatch) -> None:
+    """TorchOk's classification_cifar10_multi_validation.yaml: its two VALID sets (batch_size 128 and 64)
+    keep their own batch sizes."""
+    from trainforge.config.build import build_experiment
+    from trainforge.config.hydra_cli import compose, locate
+    from trainforge.config.torchok import read_experiment
+
+    monkeypatch.chdir(tmp_path)
+    data = _fake_cifar10(tmp_path / "data", train_per_batch=4, test=200)
+    overrides = [f"data.{phase}.{i}.dataset.params.data_folder={data}" for phase, i in
+                 (("TRAIN", 0), ("VALID", 0), ("VALID", 1))]
+    overrides += ["task.params.backbone_params.pretrained=false", "trainer.accelerator=cpu", "trainer.precision=32",
+                  "data.TRAIN.0.dataloader.num_workers=0", "data.TRAIN.0.dataloader.batch_size=16",
+                  "data.VALID.0.dataloader.num_workers=0",
+                  "data.VALID.1.dataloader.num_workers=0"]
+    values, _ = compose(locate(None, str(TORCHOK / "configs"), "classification_cifar10_multi_validation"), overrides)
+    cfg, notes = read_experiment(values)
+    experiment = build_experiment(cfg, tmp_path / "run", notes=notes)
+    sizes: list[int] = []
+
+    class Recorder:
+        def on_eval_batch_end(self, state) -> None:
+            sizes.append(len(state.batch["input"]))
+
+    experiment.trainer.callbacks.append(Recorder())
+    metrics = experiment.trainer.evaluate()
+    assert sizes == [128, 72, 64, 64, 64, 8]
+    assert len([k for k in metrics if k.endswith("/loss") and k.startswith("valid")]) == 2

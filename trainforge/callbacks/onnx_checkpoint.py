@@ -32,7 +32,8 @@ class ModelCheckpointWithOnnx(ModelCheckpoint):
     checkpoints (the best one: ``best_model_path`` + ``.onnx``). The example input is two samples of the
     first training batch this callback sees (the model input; a Trainer's ``preprocess`` is not applied).
     ``onnx_params`` go to ``trainforge.export.export_onnx`` (``opset_version``, ``exporter``,
-    ``dynamic_batch``, ``verify``, ``atol``, ``rtol``); ``remove_head=True`` exports a composed model
+    ``dynamic_batch``, ``verify``, ``atol``, ``rtol``). With EMA the averaged weights are exported (those
+    evaluation used). ``remove_head=True`` exports a composed model
     without its head (``forward_features``: embeddings). The RNG state is left as it was, so a resumed
     run matches an uninterrupted one. A failed verification raises ``ExportError``; the checkpoint
     itself is already committed.
@@ -74,7 +75,7 @@ class ModelCheckpointWithOnnx(ModelCheckpoint):
                               f"got {type(onnx_params).__name__}")
         for key in onnx_params or {}:
             if key not in ONNX_PARAMS:
-                close = difflib.get_close_matches(str(key), ONNX_PARAMS, n=1)
+                close = difflib.get_close_matches(str(key), ONNX_PARAMS, n=1, cutoff=0.5)
                 hint = f"did you mean {close[0]!r}? " if close else ""
                 raise ConfigError(f"ModelCheckpointWithOnnx onnx_params has no key {key!r}; {hint}accepted: "
                                   f"{', '.join(ONNX_PARAMS)}")
@@ -121,6 +122,12 @@ class ModelCheckpointWithOnnx(ModelCheckpoint):
         if not isinstance(model, nn.Module):
             raise ConfigError("ModelCheckpointWithOnnx needs the model: use it with a Trainer (or register "
                               "'model' on the Recipe)")
+        from .ema import EMA
+
+        callbacks = getattr(state.owner, "callbacks", ())
+        ema = next((c for c in callbacks if isinstance(c, EMA) and c.model is model), None)
+        if ema is not None:
+            model = ema.module  # the averaged weights: what evaluation (and so the monitor) saw
         if not self.remove_head:
             return model
         if not callable(getattr(model, "forward_features", None)):

@@ -16,9 +16,11 @@ class Optimizer:
     At each boundary, in this order: unscale (when a ``GradScaler`` is given), divide the summed
     gradients by the number of accumulated batches (so accumulating ``k`` batches of ``b`` equals one
     batch of ``k*b`` with a mean loss), clip to ``clip_grad_norm``, step, ``zero_grad``, and step the
-    scheduler when ``scheduler_interval="step"``. A partial accumulation left at the end of an epoch is
-    stepped at ``epoch_end``. Posts ``lr`` (host float) and ``grad_norm`` (device tensor, when
-    clipping) to ``state.metrics`` and the step count to ``state.extra["optimizer_steps"]`` — no host sync.
+    scheduler when ``scheduler_interval="step"``. ``clip_algorithm="value"`` clamps each gradient element
+    into ``[-clip_grad_norm, clip_grad_norm]`` instead (Lightning's ``gradient_clip_algorithm``). A partial
+    accumulation left at the end of an epoch is stepped at ``epoch_end``. Posts ``lr`` (host float) and
+    ``grad_norm`` (device tensor, when clipping the norm) to ``state.metrics`` and the step count to
+    ``state.extra["optimizer_steps"]`` — no host sync.
 
     >>> import torch
     >>> from trainforge.engine import Recipe
@@ -39,6 +41,7 @@ class Optimizer:
         scheduler: Any = None,
         scheduler_interval: str = "step",
         scaler: torch.amp.GradScaler | None = None,
+        clip_algorithm: str = "norm",
     ) -> None:
         if accumulation < 1:
             raise ValueError(f"accumulation must be >= 1, got {accumulation}")
@@ -46,6 +49,9 @@ class Optimizer:
             raise ValueError(f"scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
         if clip_grad_norm is not None and clip_grad_norm <= 0:
             raise ValueError(f"clip_grad_norm must be positive or None, got {clip_grad_norm}")
+        if clip_algorithm not in ("norm", "value"):
+            raise ValueError(f"clip_algorithm must be 'norm' or 'value', got {clip_algorithm!r}")
+        self.clip_algorithm = clip_algorithm
         self.optimizer = optimizer
         self.accumulation = accumulation
         self.clip_grad_norm = clip_grad_norm
@@ -81,7 +87,9 @@ class Optimizer:
             params = self._params()
             if self.pending > 1 and params:
                 torch._foreach_mul_([p.grad for p in params], 1.0 / self.pending)
-            if self.clip_grad_norm is not None:
+            if self.clip_grad_norm is not None and self.clip_algorithm == "value":
+                torch.nn.utils.clip_grad_value_(params, self.clip_grad_norm)
+            elif self.clip_grad_norm is not None:
                 state.metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
         if scaler is not None:
             scaler.step(optimizer)

@@ -64,6 +64,9 @@ class Experiment:
     trainer: Any
     data: dict[str, Any] = field(default_factory=dict)  # phase -> a Dataset, or {name: Dataset}
     notes: list[str] = field(default_factory=list)
+    #: VALID / TEST -> what to evaluate: the data sets, with each one whose dataloader settings differ from
+    #: the trainer's evaluation settings as a loader of its own (batch_size, num_workers, ...)
+    eval_data: dict[str, Any] = field(default_factory=dict)
 
 
 # -- the checks before any data is read ----------------------------------------------------------------
@@ -192,6 +195,9 @@ def _check_data_pair(pair: DataPair, where: str, notes: list[str]) -> None:
             raise ConfigError(f"{where}.dataloader.{key} must be >= 1, got {getattr(loader, key)}")
     if loader.num_workers < 0:
         raise ConfigError(f"{where}.dataloader.num_workers must be >= 0, got {loader.num_workers}")
+    if pair.dataloader.drop_last and not where.startswith("data.TRAIN"):
+        notes.append(f"{where}.dataloader.drop_last is ignored: evaluation never drops samples (the metrics cover "
+                     "every sample)")
     if pair.limit is not None and pair.limit < 1:
         raise ConfigError(f"{where}.limit must be a positive number of samples, got {pair.limit}")
 
@@ -236,15 +242,36 @@ def _check_metrics(cfg: ExperimentConfig, notes: list[str]) -> set[str]:
             notes.append(f"{where}.val_dataloader_idxs is ignored: every metric runs on every VALID set")
         display = metric.tag or snake_name(metric.name)
         names.update(f"{p.lower()}/{display}" for p in phases)
+    if not cfg.metrics and _has_own_metrics(cfg.task.name):
+        names.add(TASK_METRICS)  # known once the task has its model: Trainer.setup checks monitors against them
     for pair in (cfg.data.VALID or [])[1:]:
         if pair.name:
             names.update(n.replace("valid/", f"valid_{pair.name}/") for n in list(names) if n.startswith("valid/"))
     return names
 
 
+#: Stands for the metrics a task brings itself (ObjectDetectionTask's ``detection/map_50``...) in the set of
+#: logged names: their names depend on the model, so a monitor of them is checked when the trainer sets up.
+TASK_METRICS = "<the task's own metrics>"
+
+
+def _has_own_metrics(task: str) -> bool:
+    from ..tasks.base import Task
+
+    try:
+        cls = task_class(task)
+    except RegistryError:
+        return False
+    return isinstance(cls, type) and issubclass(cls, Task) and cls.task_metrics is not Task.task_metrics
+
+
 def _num_classes(cfg: ExperimentConfig) -> Any:
-    """``task.params.num_classes``, else what the task reads from its own params (ONNXTask: the file)."""
+    """``task.params.num_classes``, else its head's (TorchOk's ArcFace configs), else what the task reads from
+    its own params (ONNXTask: the file)."""
     count = cfg.task.params.get("num_classes")
+    head = cfg.task.params.get("head_params")
+    if count is None and isinstance(head, Mapping):
+        count = head.get("num_classes")
     if count is None:
         reader = getattr(task_class(cfg.task.name), "num_classes_from_params", None)
         count = reader(cfg.task.params) if reader is not None else None
@@ -293,13 +320,16 @@ def _build_metric(cls: type, metric: MetricSection, num_classes: Any, where: str
 def _check_monitor(monitor: str | None, names: set[str], where: str) -> None:
     if monitor is not None and not isinstance(monitor, str):
         raise ConfigError(f"{where}={monitor!r} must be a metric name such as valid/loss")
+    if monitor is not None and TASK_METRICS in names and monitor.split("/")[0].split("_")[0] in ("valid", "test"):
+        return  # one of the task's own metrics: checked against them when the trainer sets up
     if monitor is not None and monitor not in names:
         import difflib
 
         close = difflib.get_close_matches(monitor, sorted(names), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(
-            f"{where}={monitor!r} is not a metric this run logs{hint} (logged: {', '.join(sorted(names))})"
+            f"{where}={monitor!r} is not a metric this run logs{hint} (logged: "
+            f"{', '.join(sorted(n for n in names if n != TASK_METRICS))})"
         )
 
 
@@ -394,7 +424,8 @@ def _check_logger(cfg: ExperimentConfig, notes: list[str]) -> None:
 
 # -- building -----------------------------------------------------------------------------------------
 def build_experiment(
-    cfg: ExperimentConfig, run_dir: str | os.PathLike[str], mode: str | None = None, name: str = "experiment"
+    cfg: ExperimentConfig, run_dir: str | os.PathLike[str], mode: str | None = None, name: str = "experiment",
+    notes: list[str] | None = None,
 ) -> Experiment:
     """Build the trainer of ``cfg`` writing into ``run_dir`` — after ``check_experiment``, so a broken
     config fails before any data is read.
@@ -403,7 +434,13 @@ def build_experiment(
     the modules each names, data sets, schedules sized by the training loader, callbacks, the task trainer.
     """
     mode = mode or cfg.mode
-    notes = check_experiment(cfg, mode)
+    notes = check_experiment(cfg, mode, list(notes or []))  # notes: e.g. TorchOk names read as ours
+    if mode != "train" and cfg.resume_path is not None and cfg.task.load_checkpoint is None:
+        notes.append(f"{mode} uses {evaluation_checkpoint(cfg.resume_path)[1]}")
+    elif mode != "train" and cfg.task.load_checkpoint is None and "backbone_name" in cfg.task.params:
+        pretrained = (cfg.task.params.get("backbone_params") or {}).get("pretrained")
+        notes.append(f"{mode} uses the model as built from task.params ({'pretrained backbone, ' if pretrained else ''}"
+                     "nothing trained loaded): pass +resume_path=<run folder> for a trained run's best checkpoint")
     for note in notes:
         print(f"trainforge: note: {note}", file=sys.stderr)
     seed = (cfg.seed_params or cfg.task.seed_params or _default_seed()).seed
@@ -418,7 +455,10 @@ def build_experiment(
     criterion = _build_joint_loss(cfg) if cfg.joint_loss is not None else None
     training_config = to_training_config(cfg, run_dir, mode, name)
     data = {phase: _build_phase(cfg, phase) for phase in ("TRAIN", "VALID", "TEST", "PREDICT")
-            if getattr(cfg.data, phase) and (phase != "TRAIN" or mode == "train")}
+            if getattr(cfg.data, phase) and (phase != "TRAIN" or mode == "train")
+            and (phase != "PREDICT" or mode == "predict")}  # test reads no PREDICT files (onnx_infer has both)
+    eval_data = {phase: _own_loaders(cfg, phase, data[phase], training_config) for phase in ("VALID", "TEST")
+                 if phase in data}
     optimizers: list[tuple[Any, Any, str]] = []
     extra_callbacks: list[Any] = []
     if mode == "train":
@@ -431,6 +471,7 @@ def build_experiment(
         for optimizer, scheduler, interval, _ in optimizers[1:]:  # the Trainer steps the first itself
             extra_callbacks.append(Optimizer(optimizer, accumulation=training_config.accumulate_grad_batches,
                                              clip_grad_norm=training_config.gradient_clip_val,
+                                             clip_algorithm=training_config.gradient_clip_algorithm,
                                              scheduler=scheduler, scheduler_interval=interval))
     first = optimizers[0] if optimizers else (None, None, "step", None)
     training_config = dataclasses.replace(training_config, scheduler_interval=first[2])
@@ -438,19 +479,54 @@ def build_experiment(
     if unfreezes and first[0] is None:
         unfreezes = []  # test / predict: nothing is trained, nothing to unfreeze
     callbacks = [*unfreezes, *_build_callbacks(cfg, model, first[0]), *extra_callbacks]
+    if not cfg.task.compute_loss_on_valid and "compute_loss_on_valid" not in _task_keywords(cls) \
+            and getattr(model, "takes_target", False):
+        # TorchOk trains ArcFace representations with its ClassificationTask, validated by retrieval
+        notes.append(f"task.name={cfg.task.name!r} with a margin head and compute_loss_on_valid=false is read as "
+                     f"MarginLearnTask (validation metrics read its embeddings; no loss on held-out classes)")
+        print(f"trainforge: note: {notes[-1]}", file=sys.stderr)
+        cls = task_class("MarginLearnTask")
     task_kwargs = {k: v for k, v in cfg.task.params.items() if k in _task_keywords(cls)}
     if "compute_loss_on_valid" in _task_keywords(cls):
         task_kwargs.setdefault("compute_loss_on_valid", cfg.task.compute_loss_on_valid)
     elif not cfg.task.compute_loss_on_valid:
         raise ConfigError(f"task.compute_loss_on_valid=false is not supported by {cls.__name__}; remove it")
     trainer = cls(
-        model, training_config, train_data=data.get("TRAIN"), valid_data=data.get("VALID"), criterion=criterion,
+        model, training_config, train_data=data.get("TRAIN"), valid_data=eval_data.get("VALID"), criterion=criterion,
         optimizer=first[0], scheduler=first[1], callbacks=callbacks, **task_kwargs,
     )
     classes = getattr(data.get("TRAIN") or data.get("VALID") or data.get("TEST"), "classes", None)
     if classes is not None:
         trainer.class_names = [str(c) for c in classes]
-    return Experiment(cfg, trainer, data, notes)
+    return Experiment(cfg, trainer, data, notes, eval_data)
+
+
+def _own_loaders(cfg: ExperimentConfig, phase: str, data: Any, tc: Any) -> Any:
+    """``data`` of ``phase`` with each data set whose ``dataloader`` section differs from the trainer's
+    evaluation settings (``eval_batch_size``: the first VALID set's; ``num_workers``...: the main phase's)
+    replaced by a loader with its own settings, so every VALID / TEST set keeps its batch size."""
+    from ..data import ResumableLoader
+
+    pairs: list[DataPair] = getattr(cfg.data, phase)
+    items = data if isinstance(data, dict) else {"only": data}
+    device_is_gpu = tc.device != "cpu" and torch.cuda.is_available()
+    out = {}
+    for (name, dataset), pair in zip(items.items(), pairs):
+        loader = pair.dataloader
+        settings = (loader.batch_size, loader.num_workers, loader.pin_memory, loader.persistent_workers,
+                    loader.timeout)
+        trainer_settings = (tc.eval_batch_size or tc.batch_size, tc.num_workers, tc.pin_memory,
+                            tc.persistent_workers, tc.data_timeout)
+        if settings == trainer_settings:
+            out[name] = dataset
+            continue
+        out[name] = ResumableLoader(
+            dataset, batch_size=loader.batch_size, shuffle=False, seed=tc.seed, num_workers=loader.num_workers,
+            pin_memory=loader.pin_memory and device_is_gpu, persistent_workers=loader.persistent_workers,
+            timeout=loader.timeout, rank=int(os.environ.get("RANK", "0")),
+            world_size=int(os.environ.get("WORLD_SIZE", "1")), pad_to_equal=False,
+        )
+    return out if isinstance(data, dict) else out["only"]
 
 
 def _default_seed() -> Any:
@@ -526,6 +602,7 @@ def to_training_config(
         "scheduler": None,  # built here and handed over, sized by the training loader
         "accumulate_grad_batches": t.accumulate_grad_batches,
         "gradient_clip_val": t.gradient_clip_val,
+        "gradient_clip_algorithm": t.gradient_clip_algorithm,
         "ema_decay": t.ema_decay,
         "freeze_batchnorm": t.freeze_batchnorm,
         "device": _device(t.accelerator, t.devices),
@@ -541,11 +618,11 @@ def to_training_config(
         "load_best_model_at_end": t.load_best_model_at_end,
     }
     if cfg.metrics:  # none: the task's own metrics (TrainingConfig's default lets the task choose)
-        values["metrics"] = [_metric_spec(m) for m in cfg.metrics]
+        values["metrics"] = [_metric_spec(m, _num_classes(cfg)) for m in cfg.metrics]
     if cfg.task.load_checkpoint is not None:
         values["load_checkpoint"] = _load_checkpoint_options(cfg.task.load_checkpoint)
     elif mode != "train" and cfg.resume_path is not None:  # test / predict the weights of a trained run
-        values["load_checkpoint"] = {"base_path": str(checkpoint_of(cfg.resume_path))}
+        values["load_checkpoint"] = {"base_path": str(evaluation_checkpoint(cfg.resume_path)[0])}
     for callback in cfg.callbacks:
         name = CALLBACK_ALIASES.get(callback.name, (None, callback.name))[1]
         params = {k: v for k, v in callback.params.items() if k not in IGNORED_CALLBACK_KEYS}
@@ -564,19 +641,76 @@ def to_training_config(
         raise ConfigError(f"trainer: {error}") from None
 
 
-def checkpoint_of(path: str | os.PathLike[str]) -> Path:
-    """The checkpoint ``path`` names: itself, or a run folder's newest intact checkpoint."""
-    from ..checkpoint import find_resume_checkpoint
+def evaluation_checkpoint(path: str | os.PathLike[str]) -> tuple[Path, str]:
+    """The weights ``trainforge test|predict`` uses for ``resume_path=path``, and a line saying which: of a
+    run folder (or its ``checkpoints/``), the best checkpoint by the monitored metric when it kept one
+    (Lightning's ``ckpt_path="best"``), else the newest; a checkpoint itself, as given.
+
+    >>> import json, tempfile, torch
+    >>> from trainforge.checkpoint import save_checkpoint
+    >>> run = Path(tempfile.mkdtemp())
+    >>> _ = (run / "config.yaml").write_text(json.dumps({"checkpoint": {"monitor": "valid/accuracy", "mode": "max"}}))
+    >>> for step, score in ((10, 0.9), (20, 0.7)):
+    ...     meta = {"global_step": step, "monitor": "valid/accuracy", "score": score}
+    ...     _ = save_checkpoint(run / "checkpoints" / f"step{step}", {"w": torch.ones(1)}, meta)
+    >>> found, why = evaluation_checkpoint(run)
+    >>> found.name, why.split(": ", 1)[1]
+    ('step10', 'the best checkpoint by valid/accuracy (max): step10 (valid/accuracy=0.9000), not the newest step20')
+    """
+    from ..checkpoint import find_resume_checkpoint, read_manifest
 
     folder = Path(path)
-    if (folder / "checkpoints").is_dir():
-        found = find_resume_checkpoint(folder / "checkpoints")
-        if found is None:
-            raise ConfigError(f"resume_path={str(path)!r}: the run folder has no intact checkpoint")
-        return Path(found)
+    where = f"resume_path={str(path)!r}"
     if not folder.exists():
-        raise ConfigError(f"resume_path={str(path)!r} does not exist; give a run folder or a checkpoint")
-    return folder
+        raise ConfigError(f"{where} does not exist; give a run folder or a checkpoint")
+    if (folder / "MANIFEST.json").exists() or folder.is_file():
+        return folder, f"{where}: the checkpoint given ({folder.name})"
+    run = folder if (folder / "checkpoints").is_dir() else folder.parent
+    checkpoints = folder / "checkpoints" if (folder / "checkpoints").is_dir() else folder
+    newest = find_resume_checkpoint(checkpoints)
+    if newest is None:
+        raise ConfigError(f"{where}: {checkpoints} holds no intact checkpoint")
+    mode = _checkpoint_mode(run / "config.yaml")
+    scored = []
+    for candidate in sorted(p for p in checkpoints.iterdir() if p.is_dir() and (p / "MANIFEST.json").exists()):
+        if candidate.name == "last" or ".tmp-" in candidate.name or ".old-" in candidate.name:
+            continue  # last: the resume point, a link to the newest save, not a kept best
+        try:
+            meta = read_manifest(candidate)["metadata"]
+        except Exception:  # a broken manifest: find_resume_checkpoint has warned about it
+            continue
+        score = meta.get("score")
+        if meta.get("monitor") and isinstance(score, (int, float)) and math.isfinite(score):
+            scored.append((float(score), candidate, str(meta["monitor"])))
+    if not scored or (mode is None and len(scored) > 1):
+        why = "no checkpoint kept by a monitored metric" if not scored else "the monitor's mode is unknown"
+        return newest, f"{where}: the newest checkpoint {newest.name} ({why})"
+    score, best, monitor = (max if mode == "max" else min)(scored, key=lambda item: item[0])
+    if best.resolve() == newest.resolve() or (newest.name == "last" and _same_files(best, newest)):
+        return best, f"{where}: the best checkpoint by {monitor} ({mode}): {best.name} ({monitor}={score:.4f}), " \
+            "also the newest"
+    return best, (f"{where}: the best checkpoint by {monitor} ({mode}): {best.name} ({monitor}={score:.4f}), not the "
+                  f"newest {newest.name}")
+
+
+def _checkpoint_mode(config_file: Path) -> str | None:
+    """``checkpoint.mode`` of a run's ``config.yaml`` (what the trainer wrote), or None."""
+    import yaml
+
+    try:
+        values = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None
+    policy = values.get("checkpoint") if isinstance(values, dict) else None
+    mode = policy.get("mode", "min") if isinstance(policy, dict) else None
+    return mode if mode in ("min", "max") else None
+
+
+def _same_files(a: Path, b: Path) -> bool:
+    try:
+        return (a / "MANIFEST.json").read_bytes() == (b / "MANIFEST.json").read_bytes()
+    except OSError:
+        return False
 
 
 def _device(accelerator: str, devices: Any) -> str | None:
@@ -595,8 +729,17 @@ def _device(accelerator: str, devices: Any) -> str | None:
     raise ConfigError(f"trainer.devices={devices!r}: expected a GPU index, a one-element list or 'auto'")
 
 
-def _metric_spec(metric: MetricSection) -> dict[str, Any]:
+def _metric_spec(metric: MetricSection, num_classes: Any = None) -> dict[str, Any]:
     spec: dict[str, Any] = {"name": metric.name, "params": dict(metric.params)}
+    if isinstance(num_classes, int) and "num_classes" not in spec["params"] \
+            and spec["params"].get("task", "multiclass") == "multiclass":
+        # the class count the config states (a margin head's, say) where the model's outputs may not show it
+        try:
+            accepted = inspect.signature(get_registry("metrics").get(metric.name)).parameters
+        except (TypeError, ValueError):
+            accepted = {}
+        if "num_classes" in accepted:
+            spec["params"]["num_classes"] = num_classes
     if metric.mapping is not None:
         spec["mapping"] = dict(metric.mapping)
     if metric.phases is not None:
@@ -616,6 +759,7 @@ def dataset_class(name: str) -> Any:
 DATASET_PARAM_ALIASES: dict[str, tuple[str | None, str]] = {
     "data_folder": ("root", "read as root"),
     "input_dtype": (None, "ignored: images are float32 in [0, 1]; trainer.precision sets mixed precision"),
+    "bbox_dtype": (None, "ignored: boxes are float32 xyxy pixels; trainer.precision sets mixed precision"),
     "download": (None, "ignored: nothing downloads; the files must already be in root"),
     "lazy_init": (None, "ignored: images are read when a sample is asked for"),
 }
@@ -859,12 +1003,19 @@ def _parameters_of(model: nn.Module, modules: list[str] | None, where: str) -> l
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
 
 
+def _layer_parameters(model: nn.Module, chosen: Callable[[nn.Module], bool]) -> set[str]:
+    return {f"{m}.{p}" if m else p for m, module in model.named_modules() if chosen(module)
+            for p, _ in module.named_parameters(recurse=False)}
+
+
 def _param_groups(model: nn.Module, names: list[str], pair: OptimizationPair, where: str) -> list[dict[str, Any]]:
-    """Parameter groups by rule: the first matching ``param_groups`` pattern sets lr and weight-decay
-    multipliers; ``no_decay_norm_and_bias`` removes decay from norm layers and biases."""
+    """Parameter groups by rule: the first ``param_groups`` rule whose ``layers`` and ``pattern`` match sets
+    lr and weight-decay multipliers; ``no_decay_norm_and_bias`` removes decay from norm layers and biases."""
     params = dict(model.named_parameters())
-    norm_params = {f"{m}.{p}" if m else p for m, module in model.named_modules() if isinstance(module, _NORMS)
-                   for p, _ in module.named_parameters(recurse=False)}
+    norm_params = _layer_parameters(model, lambda module: isinstance(module, _NORMS))
+    depthwise_params = _layer_parameters(model, lambda module: isinstance(module, nn.Conv2d)
+                                         and module.in_channels == module.groups)
+    kinds = {"norm": norm_params, "depthwise": depthwise_params}
     lr = pair.optimizer.params["lr"]
     decay = pair.optimizer.params.get("weight_decay")
     groups: dict[tuple[float, float | None], list[Any]] = {}
@@ -875,6 +1026,11 @@ def _param_groups(model: nn.Module, names: list[str], pair: OptimizationPair, wh
             continue
         lr_mult, wd_mult = 1.0, 1.0
         for j, rule in enumerate(pair.param_groups):
+            if rule.layers == "other":
+                if name in norm_params or name in depthwise_params:
+                    continue
+            elif rule.layers != "any" and name not in kinds[rule.layers]:
+                continue
             if fnmatch.fnmatchcase(name, rule.pattern):
                 lr_mult, wd_mult, used[j] = rule.lr_mult, rule.weight_decay_mult, True
                 break
@@ -883,7 +1039,7 @@ def _param_groups(model: nn.Module, names: list[str], pair: OptimizationPair, wh
         key = (lr * lr_mult, None if decay is None and wd_mult == 1.0 else (decay or 0.0) * wd_mult)
         groups.setdefault(key, []).append(param)
     for j, was_used in enumerate(used):
-        if not was_used:
+        if not was_used and pair.param_groups[j].required:
             raise ConfigError(
                 f"{where}.param_groups[{j}].pattern={pair.param_groups[j].pattern!r} matches no parameter of this "
                 f"optimizer (e.g. {', '.join(names[:3])})"
@@ -988,16 +1144,26 @@ def stage_modules(root: nn.Module) -> list[list[nn.Module]]:
         info = getattr(holder, "feature_info", None)
         dicts = getattr(info, "info", info)  # timm's FeatureInfo: every stage, not only the ones it returns
         if isinstance(dicts, list) and dicts and all(isinstance(d, dict) and "module" in d for d in dicts):
-            ends = [d["module"].split(".")[0] for d in dicts]
+            ends = {d["module"] for d in dicts}
             stages, current = [], []
-            for child_name, child in holder.named_children():
+            for path, child in _stage_units(holder, ends):
                 current.append(child)
-                if child_name in ends:
+                if path in ends:
                     stages.append(current)
                     current = []
             if stages:
                 return stages
     return [[child] for child in root.children()]
+
+
+def _stage_units(holder: nn.Module, ends: set[str], prefix: str = "") -> Any:
+    """``(path, module)`` in order, opening the containers a stage ends inside (efficientnet's ``blocks.2``)."""
+    for name, child in holder.named_children():
+        path = prefix + name
+        if any(end.startswith(path + ".") for end in ends):
+            yield from _stage_units(child, ends, path + ".")
+        else:
+            yield path, child
 
 
 def _freeze(module: nn.Module, entry: Mapping[str, Any]) -> None:

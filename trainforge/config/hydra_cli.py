@@ -185,15 +185,15 @@ def check_experiment_file(path: str | os.PathLike[str], overrides: Sequence[str]
     from omegaconf import OmegaConf
 
     from .build import check_experiment
-    from .schema import parse_experiment
+    from .torchok import read_experiment
 
     source = locate(str(path), None, None)
     values, _ = compose(source, overrides)
-    cfg = parse_experiment(values, source=str(path))
+    cfg, notes = read_experiment(values, source=str(path))
     mode = cfg.mode
     if mode == "train" and not cfg.data.TRAIN and (cfg.data.TEST or cfg.data.PREDICT):
         mode = "test" if cfg.data.TEST else "predict"  # an inference config (TorchOk's onnx_infer)
-    notes = check_experiment(cfg, mode)
+    notes = check_experiment(cfg, mode, notes)
     lines = [f"{path}: valid", *(f"note: {n}" for n in notes)]
     return "\n".join(lines) + "\n" + OmegaConf.to_yaml(OmegaConf.create(values))
 
@@ -203,11 +203,11 @@ def run_experiment(values: dict[str, Any], run_dir: Path, command: str, name: st
                    objective: str | None = None) -> RunResult:
     """Check, build and run one composed experiment in ``run_dir``; returns its final metrics."""
     from .build import build_experiment
-    from .schema import parse_experiment
+    from .torchok import read_experiment
 
-    cfg = parse_experiment(values)
+    cfg, notes = read_experiment(values, mode=None if command == "train" else command)
     mode = cfg.mode if command == "train" else command
-    experiment = build_experiment(cfg, run_dir, mode, name=name)
+    experiment = build_experiment(cfg, run_dir, mode, name=name, notes=notes)
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_resolved(values, run_dir)
     trainer = experiment.trainer
@@ -215,7 +215,7 @@ def run_experiment(values: dict[str, Any], run_dir: Path, command: str, name: st
         state = trainer.fit(resume_from=cfg.resume_path)
         metrics = {k: float(v) for k, v in state.metrics.items() if _is_number(v)}
     elif mode == "test":
-        metrics = trainer.evaluate(experiment.data["TEST"], phase="TEST")
+        metrics = trainer.evaluate(experiment.eval_data["TEST"], phase="TEST")
     else:
         metrics = _predict(trainer, experiment.data["PREDICT"], run_dir)
     result = RunResult(run_dir, metrics)
@@ -325,9 +325,9 @@ def run_sweep(command: str, source: ConfigSource, overrides: Sequence[str], obje
         _require_optuna()
     values, _ = compose(source, [o for o in overrides if not _is_sweep(o)])  # a broken base config fails once
     from .build import check_experiment
-    from .schema import parse_experiment
+    from .torchok import read_experiment
 
-    base = parse_experiment(values, source=str(source.path))
+    base, _ = read_experiment(values, source=str(source.path), mode=None if command == "train" else command)
     check_experiment(base, base.mode if command == "train" else command)
     name = experiment_name(values, source)
     objective = objective or _default_objective(values)

@@ -143,6 +143,11 @@ class ParamGroupRule:
     pattern: str = _field(REQUIRED, "shell pattern on parameter names, e.g. 'backbone.*' or '*.bias'")
     lr_mult: float = _field(1.0, "learning rate = optimizer lr * lr_mult")
     weight_decay_mult: float = _field(1.0, "weight decay = optimizer weight_decay * weight_decay_mult")
+    layers: str = _field(
+        "any", "which layers' parameters the rule takes: any, norm (normalisation layers), depthwise (depth-wise "
+        "convolutions: in_channels == groups) or other (neither)", ("any", "norm", "depthwise", "other"),
+    )
+    required: bool = _field(True, "an error when the rule matches no parameter (false: a rule that may not apply)")
 
 
 @dataclass
@@ -225,6 +230,10 @@ class TrainerSection:
     )
     log_every_n_steps: int = _field(50, "write training metrics every this many steps")
     gradient_clip_val: float | None = _field(None, "clip the global gradient norm to this value")
+    gradient_clip_algorithm: str = _field(
+        "norm", "how gradient_clip_val clips: norm (global L2 norm) or value (each element into [-val, val])",
+        ("norm", "value"),
+    )
     accumulate_grad_batches: int = _field(1, "sum gradients over this many batches per optimizer step")
     deterministic: bool = _field(False, "torch.use_deterministic_algorithms(True), cudnn deterministic")
     limit_train_batches: int | None = _field(None, "use only this many training batches per epoch (quick runs)")

@@ -58,7 +58,10 @@ def safe_unpickle(path: str | os.PathLike[str]) -> Any:
 
 
 class ArrayClassificationDataset(ClassificationDataset):
-    """Images held in memory as uint8 ``N x H x W x C`` with int labels (CIFAR, MNIST, digits)."""
+    """Images held in memory as uint8 ``N x H x W x C`` with int labels (CIFAR, MNIST, digits).
+    ``test_mode`` (TorchOk's name, for prediction): items are ``{"input"}`` without their label."""
+
+    test_mode = False
 
     def _set_arrays(self, images: np.ndarray, labels: np.ndarray, classes: Sequence[str], source: str) -> None:
         if len(images) != len(labels):
@@ -78,7 +81,7 @@ class ArrayClassificationDataset(ClassificationDataset):
         elif self.image_format == "gray" and image.shape[2] == 3:
             image = np.asarray(image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32),
                                dtype=np.uint8)[..., None]
-        return {"image": image, "target": self.targets[index]}
+        return {"image": image} if self.test_mode else {"image": image, "target": self.targets[index]}
 
 
 def _find(root: Path, names: Sequence[str], what: str) -> Path:
@@ -98,9 +101,9 @@ class CIFAR10(ArrayClassificationDataset):
     names_key, meta_file, names_file = b"label_names", "batches.meta", "batches.meta.txt"
 
     def __init__(self, root: str | os.PathLike[str], train: bool = True, transform: Any = None,
-                 augment: Any = None, *, image_format: str = "rgb") -> None:
+                 augment: Any = None, *, image_format: str = "rgb", test_mode: bool = False) -> None:
         super().__init__(transform, augment, image_format=image_format)
-        self.train = train
+        self.train, self.test_mode = train, bool(test_mode)
         root = Path(root)
         folder = _find(root, [f"{self.variant}-batches-py", f"{self.variant}-python", f"{self.variant}-batches-bin",
                               f"{self.variant}-binary", "."], f"{self.variant} files")
@@ -191,9 +194,9 @@ class MNIST(ArrayClassificationDataset):
              False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
     def __init__(self, root: str | os.PathLike[str], train: bool = True, transform: Any = None,
-                 augment: Any = None, *, image_format: str = "gray") -> None:
+                 augment: Any = None, *, image_format: str = "gray", test_mode: bool = False) -> None:
         super().__init__(transform, augment, image_format=image_format)
-        self.train = train
+        self.train, self.test_mode = train, bool(test_mode)
         base = Path(root)
         folder = next((f for f in (base, base / "raw", base / "MNIST" / "raw") if f.is_dir() and any(
             (f / (self.files[train][0] + ext)).exists() for ext in ("", ".gz"))), base)

@@ -52,6 +52,7 @@ class OnnxExport:
     verified_batch: int | None = None
     atol: float = 0.0
     rtol: float = 0.0
+    source: Path | None = None  # the checkpoint the weights came from (trainforge export)
 
     def __fspath__(self) -> str:
         return str(self.path)
@@ -359,7 +360,8 @@ def onnx_io_names(path: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
 
 
 def load_onnx_model(path: str | os.PathLike[str]) -> Any:
-    """The ``onnx.ModelProto`` of ``path`` (external data not loaded), checked by ``onnx.checker``."""
+    """The ``onnx.ModelProto`` of ``path`` (external data not loaded), checked by ``onnx.checker`` — which also
+    refuses external weight files outside the model's folder (``../../etc/passwd``)."""
     onnx, _ = require_onnx()
     file = Path(path).expanduser()
     if not file.is_file():
@@ -370,3 +372,4 @@ def load_onnx_model(path: str | os.PathLike[str]) -> Any:
     except Exception as error:  # protobuf's DecodeError, the checker's ValidationError, OSError
         raise ConfigError(f"{file} is not a valid ONNX model: {type(error).__name__}: {str(error)[:300]}") from None
     return proto
+

@@ -13,10 +13,11 @@ from .onnx import OnnxExport, export_onnx
 _FOLDER_HINT = "give a run folder (runs/<experiment>/<time>) or one of its checkpoints (<run folder>/checkpoints/last)"
 
 
-def locate_run(source: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """``(run folder, checkpoint folder)`` for a run folder (its newest intact checkpoint) or a checkpoint
-    folder inside a run folder's ``checkpoints/``; ``ConfigError`` naming the path and the fix otherwise."""
-    from ..checkpoint import MANIFEST_FILE, find_resume_checkpoint
+def locate_run(source: str | os.PathLike[str]) -> tuple[Path, Path | None]:
+    """``(run folder, checkpoint folder)`` for a checkpoint folder inside a run folder's ``checkpoints/``,
+    ``(run folder, None)`` for a run folder with checkpoints (``best_checkpoint`` picks one); ``ConfigError``
+    naming the path and the fix otherwise."""
+    from ..checkpoint import MANIFEST_FILE, list_checkpoints
 
     path = Path(source).expanduser()
     if not path.exists():
@@ -28,11 +29,10 @@ def locate_run(source: str | os.PathLike[str]) -> tuple[Path, Path]:
         run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
         return run, path
     if (path / "checkpoints").is_dir():
-        found = find_resume_checkpoint(path / "checkpoints")
-        if found is None:
-            raise ConfigError(f"{path}: its checkpoints/ folder has no intact checkpoint to export; train first, "
-                              "or name a checkpoint folder")
-        return path, Path(found)
+        if not list_checkpoints(path / "checkpoints"):
+            raise ConfigError(f"{path}: its checkpoints/ folder has no committed checkpoint to export; train "
+                              "first, or name a checkpoint folder")
+        return path, None
     raise ConfigError(f"{path} is not a trainforge run folder or checkpoint (no checkpoints/ folder, no "
                       f"{MANIFEST_FILE}); {_FOLDER_HINT}")
 
@@ -43,13 +43,16 @@ def export_run(
 ) -> OnnxExport:
     """Export the model of the run (or checkpoint) ``source`` to ``onnx_path``, verified with onnxruntime.
 
-    The model is built from the run folder's ``experiment.yaml`` (written by ``trainforge train``) and
-    given the checkpoint's weights (verified, weights-only load). The example input has ``input_shape``
-    (C, H, W), else TorchOk's ``task.params.inputs[0].shape``, else the shape of one sample of the
-    experiment's data (VALID, TEST, then TRAIN).
+    A run folder exports its best checkpoint (``best_checkpoint``: the best monitored score, else the
+    newest); ``result.source`` says which. The model is built from the run folder's ``experiment.yaml``
+    (written by ``trainforge train``) and given the checkpoint's weights (verified, weights-only load).
+    The example input has ``input_shape`` (C, H, W), else TorchOk's ``task.params.inputs[0].shape``, else
+    the shape of one sample of the experiment's data (VALID, TEST, then TRAIN).
     """
     run, checkpoint = locate_run(source)
     cfg = _experiment_of(run)
+    if checkpoint is None:
+        checkpoint = best_checkpoint(run / "checkpoints", _checkpoint_mode(cfg))
     from ..config.build import build_model
     from ..pretrained import load_pretrained
 
@@ -59,7 +62,39 @@ def export_run(
     options: dict[str, Any] = {"input_shape": shape, "overwrite": overwrite, "exporter": exporter}
     if opset_version is not None:
         options["opset_version"] = opset_version
-    return export_onnx(model, onnx_path, **options)
+    result = export_onnx(model, onnx_path, **options)
+    result.source = checkpoint
+    return result
+
+
+def best_checkpoint(folder: Path, mode: str = "min") -> Path:
+    """The checkpoint with the best monitored score in its manifest (``mode`` min or max), when every
+    checkpoint monitored the same metric; else the newest one that verifies."""
+    import math
+
+    from ..checkpoint import find_resume_checkpoint, list_checkpoints, read_manifest
+
+    scored = []
+    for path in list_checkpoints(folder):
+        metadata = read_manifest(path).get("metadata", {})
+        scored.append((metadata.get("monitor"), metadata.get("score"), path))
+    monitors = {monitor for monitor, _, _ in scored}
+    if len(monitors) == 1 and None not in monitors and all(
+        isinstance(score, (int, float)) and math.isfinite(score) for _, score, _ in scored
+    ):
+        pick = min if mode == "min" else max
+        return pick(scored, key=lambda item: item[1])[2]  # ties: the oldest, as ModelCheckpoint keeps it
+    found = find_resume_checkpoint(folder)
+    if found is None:
+        raise ConfigError(f"{folder}: no checkpoint verifies; name a checkpoint folder to export")
+    return Path(found)
+
+
+def _checkpoint_mode(cfg: Any) -> str:
+    for callback in cfg.callbacks:
+        if callback.name in ("ModelCheckpoint", "ModelCheckpointWithOnnx"):
+            return str(callback.params.get("mode", "min"))
+    return "min"
 
 
 def _experiment_of(run: Path) -> Any:

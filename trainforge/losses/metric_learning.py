@@ -13,13 +13,19 @@ from .registry import register_loss
 
 @register_loss("ContrastiveLoss")
 class ContrastiveLoss(nn.Module):
-    """Hadsell et al.: ``R * d^2 + (1 - R) * max(0, margin - d)^2`` averaged over pairs, ``d`` the
-    Euclidean distance of ``emb1[i]`` and ``emb2[i]``, ``R[i]`` 1 for a positive pair and 0 otherwise.
+    """Hadsell et al.: ``R * d^2 + (1 - R) * max(0, margin - d)^2``.
+
+    - Pairs: ``emb1`` and ``emb2`` ``(P, D)``, ``R`` ``(P,)`` 1 for a positive pair and 0 otherwise, ``d``
+      the distance of ``emb1[i]`` and ``emb2[i]``; averaged over the pairs.
+    - A relevance matrix (TorchOk's form): ``emb1`` ``(B, D)``, ``emb2`` ``(M, D)``, ``R`` ``(B, M)``, ``d``
+      every distance between the two sets; summed over ``M`` and averaged over ``B``, as TorchOk does.
 
     >>> loss = ContrastiveLoss(margin=1.0)
     >>> e = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     >>> round(float(loss(e, e, torch.tensor([1.0, 1.0]))), 4), round(float(loss(e, e, torch.tensor([0.0, 0.0]))), 4)
     (0.0, 1.0)
+    >>> round(float(loss(e, e, torch.eye(2))), 4)  # the two points are 1.41 apart: beyond the margin
+    0.0
     """
 
     def __init__(self, margin: float = 1.0) -> None:
@@ -29,9 +35,25 @@ class ContrastiveLoss(nn.Module):
         self.margin = float(margin)
 
     def forward(self, emb1: torch.Tensor, emb2: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
-        distance = F.pairwise_distance(emb1.float(), emb2.float())
+        matrix = R.dim() == 2
+        expected = (len(emb1), len(emb2)) if matrix else (len(emb1),)
+        if R.shape != expected or (not matrix and emb1.shape != emb2.shape):
+            raise ValueError(f"ContrastiveLoss: R {tuple(R.shape)} fits neither pairs (emb1, emb2 and R of one "
+                             f"length) nor a relevance matrix (len(emb1) x len(emb2)) for emb1 "
+                             f"{tuple(emb1.shape)} and emb2 {tuple(emb2.shape)}")
+        if matrix:
+            squared = _squared_distances(emb1.float(), emb2.float())
+            distance = squared.clamp(min=1e-12).sqrt()  # the clamp keeps the gradient finite at d = 0
+        else:
+            distance = F.pairwise_distance(emb1.float(), emb2.float())
+            squared = distance.square()
         R = R.to(distance.dtype)
-        return (R * distance.square() + (1 - R) * F.relu(self.margin - distance).square()).mean()
+        losses = R * squared + (1 - R) * F.relu(self.margin - distance).square()
+        return losses.sum(1).mean() if matrix else losses.mean()
+
+
+def _squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a.square().sum(1)[:, None] + b.square().sum(1)[None, :] - 2.0 * a @ b.T).clamp(min=0.0)
 
 
 @register_loss("TripletLoss")

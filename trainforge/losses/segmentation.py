@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from .registry import register_loss
 
 
@@ -37,8 +38,11 @@ class DiceLoss(nn.Module):
     0.0
     """
 
-    def __init__(self, ignore_index: int | None = None, smooth: float = 1.0) -> None:
+    def __init__(self, ignore_index: int | None = None, smooth: float = 1.0, mode: str = "multiclass") -> None:
         super().__init__()
+        if mode != "multiclass":  # segmentation_models_pytorch's argument, which TorchOk's configs pass
+            raise ConfigError(f"DiceLoss: mode={mode!r} is not supported; trainforge's Dice is multiclass "
+                              f"(softmax over (B, C, H, W) logits, an int64 (B, H, W) mask): use mode: multiclass")
         self.ignore_index, self.smooth = ignore_index, smooth
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -86,7 +86,8 @@ def _close_names(name: str, known: list[str]) -> list[str]:
 
 
 #: trainforge's own metric classes: name -> module defining it (imported on first use, like torchmetrics).
-OWN_METRICS: dict[str, str] = {"RetrievalMetrics": "trainforge.metrics.retrieval"}
+OWN_METRICS: dict[str, str] = {"RetrievalMetrics": "trainforge.metrics.retrieval",
+                               "HitAtKMeter": "trainforge.metrics.retrieval"}
 
 
 def find_metric_class(name: str) -> type:

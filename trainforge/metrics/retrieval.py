@@ -98,6 +98,40 @@ class RetrievalMetrics(Metric):
         return results
 
 
+class HitAtKMeter(RetrievalMetrics):
+    """TorchOk's ``HitAtKMeter`` (ranx's hit rate): the share of queries with at least one item of their
+    group among their ``k`` nearest, i.e. ``RetrievalMetrics``' ``recall_at_k`` as one number.
+    ``update(vectors, group_labels)``: every sample is query and gallery (TorchOk's
+    ``dataset_type: classification``). ``search_batch_size`` and ``exact_index`` are accepted and have
+    no effect (the search is exact and chunked); ``metric_distance: L2`` searches by Euclidean distance.
+
+    >>> metric = HitAtKMeter(k=1, dataset_type="classification", normalize_vectors=True)
+    >>> metric.update(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.8, 0.3]]), torch.tensor([0, 0, 1, 1]))
+    >>> round(float(metric.compute()), 2)  # sample 3's nearest is of group 0
+    0.75
+    """
+
+    def __init__(self, k: int = 1, dataset_type: str = "classification", normalize_vectors: bool = False,
+                 metric_distance: str = "IP", search_batch_size: int | None = None, exact_index: bool = True,
+                 backend: str = "auto", **kwargs: Any) -> None:
+        if dataset_type != "classification":
+            raise ConfigError(f"HitAtKMeter: dataset_type={dataset_type!r} is not supported; use 'classification' "
+                              f"(every sample a query), or RetrievalMetrics with is_query/is_gallery for "
+                              f"query/gallery data")
+        if metric_distance not in ("IP", "L2"):
+            raise ConfigError(f"HitAtKMeter: metric_distance={metric_distance!r}; expected 'IP' or 'L2'")
+        # IP on normalised vectors is cosine; L2 ranks by Euclidean distance (normalised first if asked)
+        normalize = normalize_vectors if metric_distance == "IP" else False
+        super().__init__(top_k=k, normalize=normalize, backend=backend, **kwargs)
+        self.k, self.l2_normalize = int(k), normalize_vectors and metric_distance == "L2"
+
+    def update(self, vectors: torch.Tensor, group_labels: torch.Tensor) -> None:  # type: ignore[override]
+        super().update(F.normalize(vectors, dim=1) if self.l2_normalize else vectors, group_labels)
+
+    def compute(self) -> torch.Tensor:  # type: ignore[override]
+        return super().compute()[f"recall_at_{self.k}"]
+
+
 def faiss_available() -> bool:
     """True when ``import faiss`` works."""
     try:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
@@ -75,6 +76,8 @@ class MetricLearningTask(Task):
             return super().evaluate_step(batch)
         outputs = self.forward(batch, training=False)
         outputs["loss"] = torch.full((), float("nan"), device=outputs["embeddings"].device)  # not computed
+        for tag in self._eval_term_avgs:  # nor a joint loss's terms
+            outputs[f"loss/{tag}"] = outputs["loss"]
         outputs["num_samples"] = len(batch["input"])
         self.compute_metrics(self._eval_phase, outputs, batch, loader=self._eval_loader_name)
         return outputs
@@ -144,7 +147,10 @@ class MetricLearningTask(Task):
 
 
 class TripletLearnTask(MetricLearningTask):
-    """Triplet loss with batch-hard mining on ``(embeddings, target)`` (TorchOk's name).
+    """Triplet loss with batch-hard mining on ``(embeddings, target)`` (TorchOk's name). A batch that
+    holds ``positive`` and ``negative`` images beside its ``input`` anchors (TorchOk's ``TRIPLET_SOP``) is
+    embedded in one forward pass and gives the outputs ``anchor``, ``positive`` and ``negative``, which
+    TorchOk's configs map to ``TripletMarginLoss``.
 
     >>> import tempfile
     >>> from trainforge.data.shapes import ShapesRetrieval
@@ -160,15 +166,30 @@ class TripletLearnTask(MetricLearningTask):
     default_loss: ClassVar[str | None] = "TripletLoss"
     default_loss_params: ClassVar[dict[str, Any]] = {"margin": 0.2}
 
+    def forward(self, batch: dict[str, Any], training: bool) -> dict[str, Any]:
+        positive, negative = batch.get("positive"), batch.get("negative")
+        if positive is None or negative is None:
+            return super().forward(batch, training)
+        anchor = batch["input"]
+        # one forward over the three sets: one pass, and BatchNorm sees anchors, positives and negatives together
+        outputs = super().forward({**batch, "input": torch.cat([anchor, positive, negative])}, training)
+        outputs["anchor"], outputs["positive"], outputs["negative"] = outputs["embeddings"].split(len(anchor))
+        outputs["embeddings"] = outputs["anchor"]
+        return outputs
+
     def compute_loss(self, outputs: dict[str, Any], batch: dict[str, Any]) -> torch.Tensor:
         if self._plain_criterion():
+            if "negative" in outputs:
+                return F.triplet_margin_loss(outputs["anchor"], outputs["positive"], outputs["negative"],
+                                             margin=float(getattr(self.criterion, "margin", 1.0)))
             return self.criterion(outputs["embeddings"], batch["target"])
         return super().compute_loss(outputs, batch)
 
 
 class PairwiseLearnTask(MetricLearningTask):
-    """Contrastive loss on every pair of the batch: outputs ``emb1``, ``emb2`` and ``R`` (1 for a pair of
-    one class), TorchOk's mapping for ``ContrastiveLoss``."""
+    """Contrastive loss on every pair of the batch, TorchOk's way: outputs ``emb1`` and ``emb2`` (both the
+    batch's embeddings, ``(B, D)``) and ``R``, the ``(B, B)`` relevance matrix (1 where two samples share a
+    class), the mapping TorchOk's configs give ``ContrastiveLoss``; ``emb1`` also feeds retrieval metrics."""
 
     default_loss: ClassVar[str | None] = "ContrastiveLoss"
     default_loss_params: ClassVar[dict[str, Any]] = {"margin": 1.0}
@@ -176,19 +197,10 @@ class PairwiseLearnTask(MetricLearningTask):
     def forward(self, batch: dict[str, Any], training: bool) -> dict[str, Any]:
         outputs = super().forward(batch, training)
         target = batch.get("target")
+        outputs["emb1"] = outputs["emb2"] = embeddings = outputs["embeddings"]
         if target is not None:
-            embeddings = outputs["embeddings"]
-            first, second = self._pairs(len(embeddings), embeddings.device)
-            outputs["emb1"], outputs["emb2"] = embeddings[first], embeddings[second]
-            outputs["R"] = (target[first] == target[second]).to(embeddings.dtype)
+            outputs["R"] = (target[:, None] == target[None, :]).to(embeddings.dtype)
         return outputs
-
-    def _pairs(self, size: int, device: torch.device) -> torch.Tensor:
-        cache = self.__dict__.setdefault("_pair_cache", {})
-        key = (size, device)
-        if key not in cache:  # the same few batch sizes every epoch: build their index pairs once
-            cache[key] = torch.triu_indices(size, size, offset=1, device=device)
-        return cache[key]
 
     def compute_loss(self, outputs: dict[str, Any], batch: dict[str, Any]) -> torch.Tensor:
         if self._plain_criterion():

@@ -109,7 +109,14 @@ class OnnxModel(nn.Module):
             feeds = {self.input_names[0]: x}
         device = next(iter(feeds.values())).device
         arrays = {name: self._array(name, value) for name, value in feeds.items()}
-        values = self.session.run(None, arrays)
+        try:
+            values = self.session.run(None, arrays)
+        except Exception as error:  # onnxruntime's own InvalidArgument / Fail: shapes, types, a broken graph
+            given = ", ".join(f"{n} {tuple(a.shape)} {a.dtype}" for n, a in arrays.items())
+            wanted = ", ".join(f"{i.name} {i.shape} {i.type}" for i in self.session.get_inputs())
+            raise ConfigError(f"onnxruntime could not run {self.path} on {given} (the model takes {wanted}): "
+                              f"{str(error).strip()[:300]}. Check the data's transform (size, channels) and "
+                              "batch size against the model's inputs") from None
         outputs = {name: torch.from_numpy(value).to(device) for name, value in zip(self.output_names, values)}
         outputs.setdefault("output", outputs[self.output_names[0]])
         return outputs
@@ -225,6 +232,11 @@ class ONNXTask(Trainer):
                     problems.append(f"metrics[{i}].mapping.{arg}={key!r} is a placeholder: set it to the ONNX output "
                                     f"name{named}, e.g. metrics.{i}.mapping.{arg}={(outputs or ['output'])[0]}")
         return problems
+
+    def fit(self, resume_from: Any = None) -> Any:
+        """Refused: an ONNX file is not trained."""
+        raise ConfigError("ONNXTask only tests and predicts (trainforge test|predict): train the torch model "
+                          "(e.g. ClassificationTask) and export it with trainforge export RUN_DIR --onnx FILE")
 
     # -- stages ---------------------------------------------------------------------------------------
     def run_model(self, x: Any, batch: dict[str, Any]) -> Any:
