@@ -5,12 +5,9 @@ instance only); observe and steer with callback objects."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import inspect
-import json
 import os
 import platform
-import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -21,40 +18,30 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ._version import __version__
-from .callbacks import EpochMetricAvg, Optimizer, StdoutLogger
-from .callbacks.checkpoint import ModelCheckpoint
-from .callbacks.early_stopping import EarlyStopping
-from .config_check import FirstBatchCheck, check_trainer_setup, optimizer_mismatch, require_training_data
-from .data import ResumableLoader
+from .config_check import check_trainer_setup, require_training_data
 from .engine import Recipe, State, hook_methods
 from .errors import ConfigError, ResumeMismatchError
-from .loggers import Throughput
-from .run_info import dataset_fingerprint, environment_info
 from .runtime import Runtime, backward, rng_state, seed_everything, set_rng_state
-from .trainer_hooks import (
-    _EvalBatchEvents,
-    _Evaluation,
-    _FaultInjection,
-    _is_logger,
-    _LogWriter,
-    _metric_specs,
-    _NonFiniteGuard,
-    _Preemption,
-    _sigterm_flag,
-    _TrainerStages,
-    _TrainMetrics,
+from .trainer_export import export_metadata, onnx_example_input
+from .trainer_hooks import _is_logger, _sigterm_flag
+from .trainer_report import (
+    arm_report_capture,
+    finish_run,
+    load_best_model,
+    report_batch,
+    report_sample,
+    weights_fingerprint,
 )
-from .trainer_utils import (
-    ActiveStages,
-    DictBatches,
-    NoOptimizer,
-    OnDevice,
-    batch_size_of,
-    bind_stage,
-    resolve_class_names,
-    weak_method,
-    write_text_atomic,
+from .trainer_resume import (
+    CHECKPOINT_FORMAT,
+    auto_resume_checkpoint,
+    check_compatible,
+    data_fingerprint,
+    find_checkpoint,
 )
+from .trainer_run import claim_run_folder, close_loggers, make_run_dir, open_loggers, release_run_folder
+from .trainer_setup import build_metrics, build_recipes, make_eval_loaders, make_loader, prepare_model
+from .trainer_utils import ActiveStages, OnDevice, batch_size_of, bind_stage, resolve_class_names
 from .training_config import TrainingConfig
 
 _class_names = resolve_class_names  # tasks/metric_learning.py imports it from here
@@ -155,7 +142,7 @@ class Trainer:
         self.loggers: list[Any] = []
         self.class_names, self._class_names_source = resolve_class_names(class_names, self.train_data, self.valid_data)
         self._in_custom_evaluate = False  # see _posting_evaluate
-        self._report_capture: Any = None  # armed for the final evaluation of a fit (see _arm_report_capture)
+        self._report_capture: Any = None  # armed for a fit's final evaluation (trainer_report.arm_report_capture)
         self._report_captured: Any = None
         self._apply_callbacks(callbacks)
         if "evaluate" not in self.__dict__ and type(self).evaluate is not Trainer.evaluate:
@@ -424,7 +411,7 @@ class Trainer:
         outputs["num_samples"] = batch_size_of(batch)
         self.compute_metrics(self._eval_phase, outputs, batch, loader=self._eval_loader_name)
         if self._report_capture is not None and self._eval_loader_name is None:
-            self._report_capture.add(self._report_sample(batch, outputs.get("output")))
+            self._report_capture.add(report_sample(self, batch, outputs.get("output")))
         return outputs
 
     def compute_metrics(
@@ -434,7 +421,7 @@ class Trainer:
         if self.metrics_manager is None:
             if not self.config.metrics or "target" not in batch:
                 return
-            self.metrics_manager = self._build_metrics(outputs)
+            self.metrics_manager = build_metrics(self, outputs)
         self.metrics_manager.update(phase, outputs, batch, loader=loader)
 
     def on_checkpoint(self, state: State) -> None:
@@ -467,143 +454,33 @@ class Trainer:
                 self.run_dir = folder  # resuming a run folder keeps writing into it
         self._asked_resume = resume_from is not None  # "auto" too: this folder's own run may continue
         if resume_from == "auto":
-            resume_from = self._auto_resume_checkpoint()
+            resume_from = auto_resume_checkpoint(self)
         # known before setup(): a resumed run restores its own weights, so load_checkpoint is not applied
         self._resume_pending = resume_from is not None
         self._fitting = True
         try:
             self.setup()  # claims and locks the run folder
-            self._claim_run_folder()  # a later fit: setup is done, the lock was released by the last one
+            claim_run_folder(self)  # a later fit: setup is done, the lock was released by the last one
             if resume_from is not None:
                 self.resume(resume_from)
             self._resolve_stages()
             if self._custom_fit is not None:
                 return self._custom_fit()
             if not self.loggers:  # closed by an earlier fit: this one's epochs are logged too
-                self._open_loggers()
+                open_loggers(self)
             try:
                 with _sigterm_flag(self._preemption):
                     state = self.recipe.run(self.config.max_epochs)
                     self._preemption.finish(state)  # stopped for SIGTERM/SIGINT: checkpoint and exit 143/130
                 if self.config.load_best_model_at_end:
-                    self._load_best_model()
-                self._finish_run(state)
+                    load_best_model(self)
+                finish_run(self, state)
             finally:
-                self._close_loggers()
+                close_loggers(self)
         finally:
             self._fitting = False
-            self._release_run_folder()
+            release_run_folder(self)
         return state
-
-    def _auto_resume_checkpoint(self) -> Path | None:
-        """``resume_from="auto"``: the newest intact checkpoint of this run's folder written by its run."""
-        from .checkpoint import find_resume_checkpoint
-        from .run_folder import read_run_id
-
-        output = self.config.output_dir
-        run_dir = self.run_dir or (Path(output).expanduser() if output is not None else None)
-        if run_dir is None:
-            return None  # a new timestamped folder is empty
-        folder = self._checkpoint_folder(run_dir)
-        return find_resume_checkpoint(folder, run_id=read_run_id(run_dir)) if folder.is_dir() else None
-
-    def _checkpoint_folder(self, run_dir: Path) -> Path:
-        """Where this trainer's checkpoints go: a user's ``ModelCheckpoint``'s folder, else ``checkpoints/``."""
-        user = next((c for c in self.callbacks if isinstance(c, ModelCheckpoint)), None)
-        return user.dirpath if user is not None and user.dirpath is not None else run_dir / "checkpoints"
-
-    def _finish_run(self, state: State) -> None:
-        """Hyper-parameters with final metrics, report data and the HTML report (rank 0). A report that
-        fails only warns: the trained run is kept, and ``trainforge report RUN_DIR`` can retry."""
-        if not self.runtime.is_main:
-            return
-        from .loggers import float_metrics
-
-        final = float_metrics(state.metrics)  # host floats: the run is over, a sync costs nothing here
-        for logger in self.loggers:
-            logger.log_hyperparams(self._used_config(), final)
-        if not self.config.report:
-            return
-        from .report import build_report
-
-        for logger in self.loggers:
-            logger.close()  # flush metrics.jsonl before the report reads it
-        self.loggers = []
-        try:
-            self._save_report_data()
-            path = build_report(self.run_dir)
-        except Exception as error:  # the report must never lose a finished run
-            warnings.warn(
-                f"the run report failed ({error!r}); the run folder {self.run_dir} is complete. "
-                f"Retry with: trainforge report {self.run_dir}", stacklevel=2,
-            )
-            return
-        print(f"report: {path}")
-
-    @torch.no_grad()
-    def _save_report_data(self) -> None:
-        """Data for the report: the last non-scalar metric values of every loader and, for classification
-        runs, the confusion matrix over the whole (first) validation set plus the images, targets and
-        probabilities of its best, worst and some random samples, for the report's grids.
-
-        One pass over the validation data, keeping only the samples that may be shown (memory does not
-        grow with the data set). Under DDP rank 0 alone runs it, on the unwrapped model (no collective)
-        and over the whole data set (not its shard).
-        """
-        from .report import save_metric_values
-
-        if self.last_non_scalar_metrics:
-            evaluated = "EMA weights" if self.ema is not None else "last weights"
-            save_metric_values(self.run_dir, self.last_non_scalar_metrics, self.class_names, weights=evaluated)
-        loader = self._report_loader()
-        if loader is None:
-            return
-        model_fn, self._model_fn = self._model_fn, self.model  # rank 0 alone: no DDP wrapper, no collective
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with self._ema_weights():
-                captured = self._valid_report_capture()
-                if captured is not None:  # the final evaluation saw these weights: no second pass
-                    captured.save(self.run_dir, self.class_names, weights=self._report_weights())
-                else:
-                    self.save_report_samples(loader)
-        finally:
-            self._model_fn = model_fn
-            self.model.train(was_training)
-
-    def _arm_report_capture(self) -> None:
-        """Before the evaluation at the end of a fit's last epoch: collect the report's classification
-        samples from it (the main validation set), so ``_save_report_data`` needs no second pass over
-        the validation data. Only where that pass would see the same batches: rank 0 of one process,
-        the default ``save_report_samples``, a report to build."""
-        state = self.recipe.state
-        if not (getattr(self, "_fitting", False) and state.epoch_complete and state.epoch + 1 >= state.max_epochs
-                and self.config.report and self.runtime.world_size == 1
-                and type(self).save_report_samples is Trainer.save_report_samples):
-            return
-        from .report import ClassificationSamples
-
-        self._report_capture = ClassificationSamples(seed=self.config.seed)
-
-    def _weights_fingerprint(self) -> torch.Tensor:
-        """The 2-norm of every floating tensor of the model's state (weights and buffers), on the CPU:
-        any update between the final evaluation and the report (best weights loaded, a callback
-        averaging weights at fit end) changes it."""
-        tensors = [t.detach() for t in self.model.state_dict().values() if t.is_floating_point()]
-        return torch.stack(torch._foreach_norm(tensors)).cpu() if tensors else torch.zeros(0)
-
-    def _valid_report_capture(self) -> Any:
-        """The samples collected by the final evaluation, if it covered the validation data set with the
-        weights the model holds now (EMA swapped in as there); else None (the report makes its pass)."""
-        captured, self._report_captured = self._report_captured, None
-        if captured is None:
-            return None
-        samples, step, fingerprint = captured
-        if (step != self.recipe.state.global_step or not samples.classification or samples.batches == 0
-                or not torch.equal(fingerprint, self._weights_fingerprint())):
-            return None
-        return samples
 
     def save_report_samples(self, loader: Any) -> None:
         """Write this task's sample data for the report from the validation ``loader`` (batches not yet on
@@ -613,7 +490,7 @@ class Trainer:
         """
         from .report import save_classification_samples
 
-        batches = (self._report_batch(self.runtime.to_device(batch)) for batch in loader)
+        batches = (report_batch(self, self.runtime.to_device(batch)) for batch in loader)
         save_classification_samples(self.run_dir, batches, self.class_names, seed=self.config.seed,
                                     weights=self._report_weights())
 
@@ -622,52 +499,6 @@ class Trainer:
         or the last ones, their EMA when enabled."""
         which = "best checkpoint" if getattr(self, "_best_loaded", False) else "last"
         return f"EMA of the {which} weights" if self.ema is not None else f"{which} weights"
-
-    def _report_loader(self) -> Any:
-        data = self.valid_data
-        if isinstance(data, Mapping):
-            data = next(iter(data.values()), None)
-        if data is None:
-            return None
-        if not isinstance(data, Dataset) or self.runtime.world_size == 1:
-            return next(iter(self._eval_loaders.values()), None)
-        cfg = self.config
-        return ResumableLoader(data, batch_size=cfg.eval_batch_size or cfg.batch_size, shuffle=False, seed=cfg.seed,
-                               num_workers=cfg.num_workers, timeout=cfg.data_timeout, pad_to_equal=False)
-
-    def _report_batch(self, batch: dict[str, Any]) -> tuple[Any, Any, Any] | None:
-        """``(inputs, targets, probabilities)`` of a classification batch on the CPU; None otherwise."""
-        return self._report_sample(batch, self.forward(batch, training=False).get("output"), strict=True)
-
-    def _report_sample(self, batch: dict[str, Any], output: Any, strict: bool = False) -> tuple[Any, Any, Any] | None:
-        """``(inputs, targets, probabilities)`` of a classification batch and its model output, on the CPU;
-        None for other outputs. Class names that do not fit the output raise when ``strict``, else give
-        None (the final evaluation's capture is dropped and the report's own pass says so)."""
-        target = batch.get("target")
-        if not (isinstance(output, torch.Tensor) and output.dim() == 2 and isinstance(target, torch.Tensor)
-                and target.dim() == 1 and not target.is_floating_point()):
-            return None
-        if strict:
-            self._check_class_names(int(output.shape[1]))
-        elif self.class_names is not None and len(self.class_names) != output.shape[1]:
-            return None
-        x = batch["input"]
-        images = x.detach().float().cpu() if isinstance(x, torch.Tensor) and x.dim() == 4 else None
-        return images, target.cpu(), output.float().softmax(-1).cpu()
-
-    def _load_best_model(self) -> None:
-        best = getattr(self, "checkpoint_callback", None)
-        best = best.best_model_path if best is not None else None
-        if best is None:
-            warnings.warn("load_best_model_at_end: no best checkpoint saved; keeping the last weights", stacklevel=2)
-            return
-        from .checkpoint import load_checkpoint
-
-        saved = load_checkpoint(best)["recipe"]
-        self.model.load_state_dict(saved["registered"]["model"])
-        self._best_loaded = True
-        if self.ema is not None:
-            self.ema.load_state_dict(saved["callbacks"]["EMA[0]"])
 
     def train(self, resume_checkpoint_path: str | os.PathLike[str] | None = None) -> State:
         """Alias of ``fit`` with Towhee's argument name."""
@@ -705,7 +536,7 @@ class Trainer:
         self.setup()
         self._resolve_stages()
         phase = normalize_phase(phase)
-        loaders = self._eval_loaders if data is None else self._make_eval_loaders(data)
+        loaders = self._eval_loaders if data is None else make_eval_loaders(self, data)
         if not loaders:
             raise ConfigError("evaluate() needs data: pass valid_data to Trainer(...) or data to evaluate()")
         prefixes = {name: phase_prefix(phase, name) for name in loaders}  # a bad loader name fails before any work
@@ -718,14 +549,14 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         if data is None and phase == "VALID":
-            self._arm_report_capture()
+            arm_report_capture(self, type(self).save_report_samples is Trainer.save_report_samples)
         try:
             with self._ema_weights():
                 for name, loader in loaders.items():
                     results.update(self._evaluate_loader(name, loader, phase))
                     non_scalars.update(self._last_non_scalars.get(prefixes[name], {}))
                 if self._report_capture is not None:  # kept with the weights it saw, checked at the report
-                    self._report_captured = (self._report_capture, state.global_step, self._weights_fingerprint())
+                    self._report_captured = (self._report_capture, state.global_step, weights_fingerprint(self))
         finally:
             self._report_capture = None
             self.model.train(was_training)
@@ -777,7 +608,7 @@ class Trainer:
         """Run the model on ``data`` in eval mode; returns each batch's outputs on the CPU (with indices)."""
         self.setup()
         self._resolve_stages()
-        loader = self._make_loader(data, train=False)
+        loader = make_loader(self, data, train=False)
         was_training = self.model.training
         self.model.eval()
         predictions = []
@@ -812,288 +643,22 @@ class Trainer:
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
         if self.run_dir is None:
-            self.run_dir = self._make_run_dir()
-        self._claim_run_folder()
+            self.run_dir = make_run_dir(self)
+        claim_run_folder(self)
         if cfg.load_checkpoint is not None and not getattr(self, "_resume_pending", False):
             from .pretrained import load_pretrained
 
             load_pretrained(self.model, **cfg.load_checkpoint)
-        self._prepare_model()
-        self.train_loader = None if self.train_data is None else self._make_loader(self.train_data, train=True)
-        self._eval_loaders = self._make_eval_loaders(self.valid_data)
+        prepare_model(self)
+        self.train_loader = None if self.train_data is None else make_loader(self, self.train_data, train=True)
+        self._eval_loaders = make_eval_loaders(self, self.valid_data)
         if self.criterion is None:
             from .losses import build_loss
 
             self.criterion = build_loss(cfg.loss, **cfg.loss_params)
-        self._build_recipes()
+        build_recipes(self)
         self.recipe.state.extra["run_id"] = getattr(self, "run_id", None)  # stamped into checkpoint manifests
         self._setup_done = True
-
-    def _prepare_model(self) -> None:
-        cfg, model = self.config, self.model
-        self._freeze_bn = None
-        if cfg.freeze_batchnorm:
-            from .callbacks.freezing import FreezeBatchNorm
-
-            self._freeze_bn = FreezeBatchNorm(model)  # eval mode + no grad, re-applied before each batch
-        model.to(self.runtime.device)
-        if cfg.channels_last:
-            model.to(memory_format=torch.channels_last)
-        self._model_fn = self.runtime.wrap_model(model)
-        if cfg.compile:
-            self._model_fn = torch.compile(self._model_fn)
-        if cfg.ema_decay is not None:
-            from .callbacks.ema import EMA
-
-            self.ema = EMA(model, decay=cfg.ema_decay)
-
-    def _make_loader(self, data: Any, train: bool) -> Any:
-        if isinstance(data, DataLoader) or (not isinstance(data, Dataset) and hasattr(data, "__iter__")):
-            return DictBatches(data)  # a user's loader: its own order; tuples become dicts per batch
-        if not isinstance(data, Dataset):
-            raise ConfigError(f"data must be a Dataset or a DataLoader, got {type(data).__name__}")
-        cfg, rt = self.config, self.runtime
-        return ResumableLoader(
-            data,
-            batch_size=cfg.batch_size if train else (cfg.eval_batch_size or cfg.batch_size),
-            shuffle=train,
-            drop_last=cfg.drop_last and train,
-            seed=cfg.seed,
-            num_workers=cfg.num_workers,
-            pin_memory=cfg.pin_memory and rt.device.type == "cuda",
-            persistent_workers=cfg.persistent_workers,
-            timeout=cfg.data_timeout,
-            rank=rt.rank,
-            world_size=rt.world_size,
-            pad_to_equal=train,
-            sampler=getattr(data, "sampler", None) if train else None,  # e.g. a class-balanced order
-        )
-
-    def _make_eval_loaders(self, data: Any) -> dict[str | None, Any]:
-        if data is None:
-            return {}
-        if isinstance(data, Mapping):
-            items = list(data.items())
-            return {(None if i == 0 else str(k)): self._make_loader(v, train=False) for i, (k, v) in enumerate(items)}
-        return {None: self._make_loader(data, train=False)}
-
-    def _build_optimization(self) -> None:
-        cfg = self.config
-        from .optim import build_optimizer, build_scheduler, count_optimizer_steps, has_learning_rate
-
-        if self.optimizer is None:
-            self.optimizer = build_optimizer(
-                cfg.optimizer, self.model, lr=cfg.lr, weight_decay=cfg.weight_decay, **cfg.optimizer_params
-            )
-        if self.scheduler is None and cfg.scheduler is not None and not has_learning_rate(self.optimizer):
-            warnings.warn(
-                f"{type(self.optimizer).__name__} has no 'lr' in its param groups (defaults={{}}), so the "
-                f"schedule {cfg.scheduler!r} cannot change it: training without a schedule (scheduler=None "
-                "silences this)", UserWarning, stacklevel=3,
-            )
-        elif self.scheduler is None and cfg.scheduler is not None:
-            epochs_steps = count_optimizer_steps(len(self.train_loader), cfg.max_epochs, cfg.accumulate_grad_batches)
-            if cfg.scheduler_interval == "epoch":
-                epochs_steps = cfg.max_epochs
-            self.scheduler = build_scheduler(
-                cfg.scheduler,
-                self.optimizer,
-                total_steps=epochs_steps,
-                warmup_steps=cfg.warmup_steps,
-                warmup_ratio=cfg.warmup_ratio,
-                **cfg.scheduler_params,
-            )
-
-    def _build_recipes(self) -> None:
-        cfg = self.config
-        self._eval_phase, self._eval_loader_name = "VALID", None
-        self._last_non_scalars: dict[str, Any] = {}
-        self._eval_recipe = Recipe(weak_method(self, "evaluate_step"), [])
-        self._eval_recipe.device = None if self.runtime.device.type == "cpu" else self.runtime.device
-        self._eval_loss_avg = EpochMetricAvg("loss", post_each_batch=False, weight="num_samples")
-        self._eval_recipe.callbacks.add(self._eval_loss_avg)
-        # a joint loss's terms: train/loss/<tag>, valid/loss/<tag> (per-sample means, like the loss)
-        tags = getattr(self.criterion, "tags", None) if getattr(type(self.criterion), "takes_dicts", False) else None
-        tags = [str(tag) for tag in tags] if isinstance(tags, (list, tuple)) else []
-        self._eval_term_avgs = {tag: EpochMetricAvg(f"loss/{tag}", post_each_batch=False, weight="num_samples")
-                                for tag in tags}
-        for average in self._eval_term_avgs.values():
-            self._eval_recipe.callbacks.add(average)
-        self._eval_recipe.callbacks.add(_EvalBatchEvents(self))
-
-        self.recipe = recipe = Recipe(
-            weak_method(self, "train_step"),
-            self.train_loader if self.train_loader is not None else [],
-            batch_size_fn=batch_size_of,
-        )
-        self._batches_per_epoch = len(self.train_loader) if self.train_loader is not None else 0
-        # batches come from our loaders on the host; moving them is only needed for an accelerator
-        recipe.device = None if self.runtime.device.type == "cpu" else self.runtime.device
-        recipe.state.extra["save_state"] = weak_method(self, "_checkpoint_state")
-        recipe.register("model", self.model)
-        self._guard = _NonFiniteGuard(cfg.non_finite, self.runtime.device.type)
-        if self.train_loader is not None:
-            self._build_optimization()
-        self._optimizer_cb = Optimizer(
-            self.optimizer if self.optimizer is not None else NoOptimizer(),
-            accumulation=cfg.accumulate_grad_batches,
-            clip_grad_norm=cfg.gradient_clip_val,
-            clip_algorithm=cfg.gradient_clip_algorithm,
-            scheduler=self.scheduler,
-            scheduler_interval=cfg.scheduler_interval,
-            scaler=self.runtime.scaler,
-        )
-        early = [c for c in self.callbacks if getattr(c, "group", None) == "prologue"]
-        for callback in early:  # e.g. FreezeUnfreeze: its state must load before the optimizer's
-            recipe.callbacks.add(callback)
-        if self._freeze_bn is not None:
-            recipe.callbacks.add(self._freeze_bn, "prologue")
-        if self.train_loader is not None:  # the model, labels and loss against the first batch, once
-            recipe.callbacks.add(FirstBatchCheck(self), "prologue")
-        recipe.callbacks.add(self._guard, "prologue")
-        recipe.callbacks.add(self._optimizer_cb, "prologue")
-        if self.ema is not None:
-            recipe.callbacks.add(self.ema, "prologue")
-        recipe.callbacks.add(EpochMetricAvg("loss", alias="train/loss", weight="num_samples"), "prologue")
-        for tag in self._eval_term_avgs:
-            recipe.callbacks.add(EpochMetricAvg(f"loss/{tag}", alias=f"train/loss/{tag}", weight="num_samples"),
-                                 "prologue")
-        recipe.callbacks.add(_TrainMetrics(self), "prologue")
-        recipe.callbacks.add(Throughput(log_every=cfg.log_every_n_steps), "prologue")
-        if cfg.eval_strategy != "no" and self._eval_loaders:
-            recipe.callbacks.add(_Evaluation(self), "prologue")
-        recipe.callbacks.add(_TrainerStages(self), "prologue")
-        for callback in self.callbacks:  # loggers are called by _LogWriter, not as recipe callbacks
-            if not any(callback is c for c in early) and not _is_logger(callback):
-                recipe.callbacks.add(callback)
-        for callback in self._default_callbacks():  # early stopping joins the middle: before any checkpoint
-            recipe.callbacks.add(callback, getattr(callback, "group", "epilogue"))
-        self._preemption = _Preemption(self)
-        recipe.callbacks.add(self._preemption, "epilogue")
-        fault = os.environ.get("TRAINFORGE_FAULT", "")
-        if fault.startswith(("kill_after_step:", "kill_after_epoch:", "sigterm_after_step:", "sigint_after_step:")):
-            recipe.callbacks.add(_FaultInjection(fault), "epilogue")  # tests only: deterministic kill points
-
-    def _default_callbacks(self) -> list[Any]:
-        from .loggers import ConsoleLogger
-
-        cfg = self.config
-        callbacks: list[Any] = []
-        if cfg.early_stopping:
-            callbacks.append(EarlyStopping(**cfg.early_stopping))
-        user_checkpoint = next((c for c in self.callbacks if isinstance(c, ModelCheckpoint)), None)
-        if user_checkpoint is not None:  # the user's policy replaces config.checkpoint, never adds a second
-            if user_checkpoint.dirpath is None:
-                user_checkpoint.dirpath = self.run_dir / "checkpoints"
-            self.checkpoint_callback = user_checkpoint
-        elif cfg.checkpoint is not None:
-            self.checkpoint_callback = ModelCheckpoint(self.run_dir / "checkpoints", **cfg.checkpoint)
-            callbacks.append(self.checkpoint_callback)
-        main = self.runtime.is_main  # only rank 0 writes files and prints
-        self._open_loggers()
-        if getattr(self.train_loader, "tracks_skips", False):  # on_bad_file="skip": counts into the logs
-            from .data.loaders import SkippedFilesLog
-
-            callbacks.append(SkippedFilesLog(self.train_loader, self.run_dir if main else None))
-        callbacks.append(_LogWriter(self))
-        if cfg.print_steps is not None:
-            callbacks.append(ConsoleLogger(print_steps=cfg.print_steps, enabled=main))
-        elif cfg.progress_bar and sys.stdout.isatty():
-            callbacks.append(ConsoleLogger(enabled=main))  # a live bar per epoch
-        elif cfg.progress_bar:  # a log file or a pipe: lines at the logging cadence read better than a bar
-            callbacks.append(ConsoleLogger(print_steps=cfg.log_every_n_steps, enabled=main))
-        else:
-            callbacks.append(StdoutLogger(log_every=-1))
-        return callbacks
-
-    def _make_run_dir(self) -> Path:
-        """``output_dir`` (``~`` expanded), else a new ``runs/<experiment_name>/<time>`` claimed by mkdir."""
-        from .run_folder import claim_new_folder, timestamp
-
-        cfg = self.config
-        if cfg.output_dir is not None:
-            run_dir = Path(cfg.output_dir).expanduser()
-        elif self.runtime.is_main:
-            return claim_new_folder(Path("runs") / cfg.experiment_name, timestamp())
-        else:
-            run_dir = Path("runs") / cfg.experiment_name / timestamp()
-        if self.runtime.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        return run_dir
-
-    def _used_config(self) -> dict[str, Any]:
-        """The config with the settings that passed objects replaced rewritten to what they use."""
-        from .run_info import used_config
-
-        return used_config(self.config.to_dict(), **getattr(self, "_given_objects", {}))
-
-    def _run_config_text(self) -> str:
-        """``config.yaml``: what this run used — objects passed in by class and settings (a comment
-        block), then the config with their settings in place of the defaults they replaced."""
-        from .run_info import objects_record, run_config_yaml
-
-        given = getattr(self, "_given_objects", {})
-        objects = objects_record(self.model, optimizer=given.get("optimizer"), criterion=given.get("criterion"),
-                                 scheduler=given.get("scheduler"), callbacks=self.callbacks)
-        if self.class_names is not None:
-            objects["class_names"] = {"names": list(self.class_names), "from": self._class_names_source}
-        return run_config_yaml(self._used_config(), objects)
-
-    def _check_class_names(self, count: int | None) -> None:
-        """A list of class names must have one name per model output."""
-        names = self.class_names
-        if names is None or count is None or len(names) == count:
-            return
-        raise ConfigError(
-            f"class_names has {len(names)} names (from {self._class_names_source or 'trainer.class_names'}) "
-            f"but the model outputs {count} classes; pass class_names with {count} names, or change the "
-            "model's number of outputs"
-        )
-
-    def _claim_run_folder(self) -> None:
-        """(rank 0) Lock the run folder and, once per Trainer, check it and write ``config.yaml``,
-        ``env.json`` and ``run.json`` (see ``run_folder.prepare``). ``fit`` keeps the lock until it
-        ends; outside it (evaluate, save, export) the lock is only checked and given back at once, and
-        a folder holding a finished run is left as it is: nothing of it is rewritten."""
-        from . import run_folder
-
-        if not self.runtime.is_main or self.run_dir is None:
-            return
-        lock = getattr(self, "_run_lock", None)
-        if lock is None or lock.run_dir != self.run_dir:
-            run_folder.refuse_links(self.run_dir)  # before the lock file is written
-            lock = self._run_lock = run_folder.RunLock(self.run_dir)
-        fitting = getattr(self, "_fitting", False)
-        lock.acquire()
-        try:
-            self._prepare_run_folder(fitting)
-        except BaseException:
-            self._release_run_folder()
-            raise
-        if not fitting:
-            self._release_run_folder()
-
-    def _prepare_run_folder(self, fitting: bool) -> None:
-        from . import run_folder
-
-        if getattr(self, "_run_prepared", False):
-            return
-        resuming = getattr(self, "_asked_resume", False) or getattr(self, "_resume_pending", False)
-        if not fitting and not resuming and run_folder.run_contents(self.run_dir):
-            return
-        self.run_id = run_folder.prepare(self.run_dir, resuming=resuming, overwrite=self.config.overwrite)
-        write_text_atomic(self.run_dir / "config.yaml", self._run_config_text())
-        write_text_atomic(self.run_dir / "env.json", json.dumps(environment_info(), indent=2))
-        self._run_prepared = True
-        if self.recipe is not None:  # prepared after setup (a fit after evaluate): loggers see the new files
-            self.recipe.state.extra["run_id"] = self.run_id
-            self._close_loggers()
-            self._open_loggers()
-
-    def _release_run_folder(self) -> None:
-        lock = getattr(self, "_run_lock", None)
-        if lock is not None:
-            lock.release()
 
     def _checkpoint_state(self) -> dict[str, Any]:
         self._guard.assert_finite_weights(self.model)
@@ -1102,17 +667,6 @@ class Trainer:
             if flush is not None:
                 flush()
         return self.state_dict()
-
-    def _build_metrics(self, outputs: dict[str, Any]) -> Any:
-        from .metrics import MetricsManager
-
-        output = outputs.get("output")
-        num_classes = None
-        if isinstance(output, torch.Tensor) and output.dim() >= 2:  # (N, C) scores or (N, C, H, W) maps
-            num_classes = int(output.shape[1] if output.dim() == 4 else output.shape[-1])
-        self._check_class_names(num_classes)
-        manager = MetricsManager(_metric_specs(self.config.metrics), num_classes=num_classes)
-        return manager.to(self.runtime.device)
 
 
     def _accumulating(self) -> bool:
@@ -1130,22 +684,6 @@ class Trainer:
         with self.ema.swap(self.model):
             yield
 
-    def _open_loggers(self) -> None:
-        from .loggers import JsonlLogger, TensorBoardLogger
-
-        main = self.runtime.is_main  # only rank 0 writes files
-        self.loggers = [JsonlLogger(self.run_dir / "metrics.jsonl", enabled=main)]  # always: the report reads it
-        tensorboard_dir = self.config.tensorboard_dir(self.run_dir)  # <run>/tensorboard, or tensorboard.log_dir
-        if tensorboard_dir is not None:
-            self.loggers.append(TensorBoardLogger(tensorboard_dir, enabled=main))
-        # a Logger passed in callbacks (MLflowLogger, VisdomLogger, your own) gets the same calls
-        self.loggers += [c for c in self.callbacks if _is_logger(c) and not any(c is x for x in self.loggers)]
-
-    def _close_loggers(self) -> None:
-        for logger in self.loggers:
-            logger.close()
-        self.loggers = []
-
     # -- state, save, load, resume ------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything a bit-exact resume needs: recipe (model, EMA, optimizer, schedule, scaler, stateful
@@ -1162,7 +700,7 @@ class Trainer:
             "recipe": self.recipe.state_dict(),
             "rng": rng_state(),
             "config": self.config.to_dict(),
-            "data": self._data_fingerprint(),
+            "data": data_fingerprint(self),
         }
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
@@ -1171,7 +709,7 @@ class Trainer:
         ``config.load_checkpoint`` is not applied on top of a restored run (a warning says so)."""
         self._resume_pending = True  # when setup() has not run yet: skip the pretrained weights
         self.setup()
-        self._check_compatible(state, strict=strict)
+        check_compatible(self, state, strict=strict)
         try:
             self.recipe.load_state_dict(state["recipe"], strict=strict)
         except (KeyError, RuntimeError, ValueError) as error:
@@ -1190,77 +728,7 @@ class Trainer:
             )
 
     def _data_fingerprint(self) -> dict[str, Any]:
-        data = self.train_data
-        source = data.dataset if isinstance(data, DataLoader) else data
-        cached = getattr(self, "_dataset_hash_cache", None)
-        if cached is None or cached[0] is not source:  # hashed once per data set object, not per checkpoint
-            cached = self._dataset_hash_cache = (source, dataset_fingerprint(source))
-        return {
-            "batch_size": self.config.batch_size,
-            "accumulate_grad_batches": self.config.accumulate_grad_batches,
-            "world_size": self.runtime.world_size,
-            "num_samples": len(source) if isinstance(source, Dataset) and hasattr(source, "__len__") else None,
-            "dataset_hash": cached[1],
-            "sampler_seed": self.config.seed,  # epoch e is shuffled with seed + e
-            "class_names": self.class_names,
-        }
-
-    def _check_compatible(self, state: dict[str, Any], strict: bool = True) -> None:
-        """Raise ``ResumeMismatchError`` listing everything that differs from the saved run (a value of None
-        on either side means unknown and is not compared)."""
-        if state.get("format_version") != CHECKPOINT_FORMAT:
-            raise ResumeMismatchError(
-                f"checkpoint format {state.get('format_version')!r} is not supported (this is {CHECKPOINT_FORMAT})"
-            )
-        saved = state.get("data", {})
-        problems = [
-            f"{key} changed from {saved[key]!r} (saved run) to {value!r} (this run)"
-            for key, value in self._data_fingerprint().items()
-            if saved.get(key) is not None and value is not None and saved[key] != value
-        ]
-        recipe = state.get("recipe", {})
-        if "model" in recipe.get("registered", {}):
-            from .pretrained import compare_state_dicts
-
-            diff = compare_state_dicts(self.model.state_dict(), recipe["registered"]["model"])
-            if diff:
-                lines = "".join(f"\n    {line}" for line in diff.describe().splitlines())
-                problems.append(f"the model differs from the saved run's:{lines}")
-        problems += self._callback_mismatches(recipe.get("callbacks", {}), state.get("config", {})) if strict else []
-        problems += optimizer_mismatch(self.config, self._optimizer_cb.optimizer, state)
-        if problems:
-            raise ResumeMismatchError(
-                "cannot resume:\n- " + "\n- ".join(problems) + "\nResume with the saved run's "
-                "settings, or start a new run and take only the weights with config.load_checkpoint."
-            )
-
-    def _callback_mismatches(self, saved: dict[str, Any], saved_config: dict[str, Any]) -> list[str]:
-        """Stateful callbacks, GradScaler and schedule present in one run and not in the other."""
-        keyed = self.recipe.callbacks._keyed()
-        problems = []
-        missing, unexpected = sorted(set(keyed) - set(saved)), sorted(set(saved) - set(keyed))
-        if missing or unexpected:
-            sides = ([f"this run has {missing} that the saved run had not"] if missing else []) + (
-                [f"the saved run had {unexpected} that this run has not"] if unexpected else [])
-            problems.append(
-                f"stateful callbacks differ: {' and '.join(sides)} (EMA[0] comes from ema_decay, "
-                "ModelCheckpoint/EarlyStopping from checkpoint/early_stopping)"
-            )
-        key = next((k for k, callback in keyed.items() if callback is self._optimizer_cb), None)
-        optimizer_state = saved.get(key, {}) if key is not None else {}
-        if key in saved and ("scaler" in optimizer_state) != (self.runtime.scaler is not None):
-            before = saved_config.get("precision", "?")
-            problems.append(
-                f"precision changed from {before!r} (saved run, {'with' if 'scaler' in optimizer_state else 'no'} "
-                f"GradScaler) to {self.config.precision!r} (this run, {'no' if self.runtime.scaler is None else 'with'}"
-                f" GradScaler): the loss scale cannot be carried over; resume with precision={before!r}"
-            )
-        if key in saved and ("scheduler" in optimizer_state) != (self._optimizer_cb.scheduler is not None):
-            problems.append(
-                f"scheduler changed from {saved_config.get('scheduler', '?')!r} (saved run) to "
-                f"{self.config.scheduler!r} (this run): one of them has no schedule state"
-            )
-        return problems
+        return data_fingerprint(self)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write a full checkpoint folder at ``path`` (atomic, verified; see ``trainforge.checkpoint``),
@@ -1284,21 +752,7 @@ class Trainer:
     def resume(self, path: str | os.PathLike[str]) -> Path:
         """Resume from a checkpoint folder, or from the newest intact checkpoint of a run folder (a corrupt
         newer one is skipped with a warning). Returns the checkpoint used."""
-        from .checkpoint import find_resume_checkpoint, read_manifest
-
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"resume_from={str(path)!r} does not exist")
-        candidate = path
-        if not (path / "MANIFEST.json").exists():
-            from .run_folder import read_run_id
-
-            search = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-            run_id = read_run_id(path) if search != path else None  # a run folder: only its own run's
-            candidate = find_resume_checkpoint(search, run_id=run_id)
-            if candidate is None:
-                raise ConfigError(f"resume_from={str(path)!r}: no intact checkpoint found in {search}")
-        read_manifest(candidate)
+        candidate = find_checkpoint(Path(path))
         self.load(candidate)
         return candidate
 
@@ -1323,17 +777,7 @@ class Trainer:
         from .export import export_safetensors
 
         self.setup()
-        settings: dict[str, Any] = {} if self.config.image_size is None else {"image_size": self.config.image_size}
-        settings.update(preprocessing or {})
-        config_json = json.dumps(self.config.to_dict(), sort_keys=True, default=str)
-        metadata = {
-            "class_names": self.class_names,
-            "preprocessing": settings,
-            "trainforge_version": __version__,
-            "config_hash": hashlib.sha256(config_json.encode()).hexdigest()[:16],
-            "dataset_hash": self._data_fingerprint()["dataset_hash"],
-            "ema": self.ema is not None,
-        }
+        metadata = export_metadata(self, preprocessing)
         path = Path(path).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)  # like save(): missing parent folders are created
         with self._ema_weights():
@@ -1357,17 +801,10 @@ class Trainer:
         ['output']
         """
         from .export import export_onnx
-        from .export.sample import sample_input
 
         self.setup()
         if example_input is None and "input_shape" not in options:
-            example_input = sample_input(self.train_data if self.train_data is not None else self.valid_data)
-            if example_input is None:
-                raise ConfigError("export_onnx needs an example input: this trainer has no data to take one from; "
-                                  "pass example_input=<batch tensor> or input_shape=(C, H, W)")
-            example_input = self.preprocess(example_input)
+            example_input = onnx_example_input(self)
         with self._ema_weights():
             self._guard.assert_finite_weights(self.model)
             return export_onnx(self.model, path, example_input, **options)
-
-CHECKPOINT_FORMAT = 1

@@ -1,6 +1,6 @@
 """The Trainer's own callbacks — the parts of a run that are not stages: the non-finite guard, SIGTERM
 preemption, test fault injection, metric logging, training metrics, scheduled evaluation — composed by
-``Trainer`` in a fixed order (see ``Trainer._build_recipes``)."""
+``Trainer`` in a fixed order (see ``trainer_setup.build_recipes``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import math
 import os
 import warnings
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -324,8 +324,9 @@ class _LogWriter:
     logging cadence: it is a host float already (no sync), kept in a list per step and written at the
     cadence with the steps it belongs to."""
 
-    def __init__(self, trainer: Trainer) -> None:
+    def __init__(self, trainer: Trainer, eval_phase: Callable[[], str]) -> None:
         self.trainer = weakref.proxy(trainer)  # the trainer holds this callback: no cycle back
+        self.eval_phase = eval_phase  # the phase (``VALID``, ``TEST``...) of the evaluation that just ended
         self.every = trainer.config.log_every_n_steps
         self.images_logged = False
         self._lr_steps: list[tuple[int, float]] = []
@@ -383,7 +384,7 @@ class _LogWriter:
 
     def on_eval_end(self, state: State) -> None:
         results = state.extra.get("eval_metrics", {})
-        self._log(state, [k for k in state.metrics if k in results], PHASE_PREFIX[self.trainer._eval_phase])
+        self._log(state, [k for k in state.metrics if k in results], PHASE_PREFIX[self.eval_phase()])
         if not (self.trainer.runtime.is_main and self.trainer.loggers):
             return
         from .report.plots import figures_collected, metric_figure
@@ -439,8 +440,9 @@ class _TrainMetrics:
     only cross-rank reductions, which every rank reaches at the same step). Their running state is saved
     in checkpoints so a resumed epoch counts the same samples."""
 
-    def __init__(self, trainer: Trainer) -> None:
+    def __init__(self, trainer: Trainer, non_scalars: dict[str, Any]) -> None:
         self.trainer = weakref.proxy(trainer)  # the trainer holds this callback: no cycle back
+        self.non_scalars = non_scalars  # the trainer's latest non-scalar values by prefix: ``train`` is ours
         self.every = trainer.config.log_every_n_steps
         if not trainer.config.metrics:
             self.on_batch_end = None  # no training metrics to compute at the cadence
@@ -464,7 +466,7 @@ class _TrainMetrics:
         if manager is not None and manager.names("TRAIN"):
             computed = manager.compute("TRAIN")
             state.metrics.update(manager.scalars(computed))
-            self.trainer._last_non_scalars["train"] = manager.non_scalars(computed)
+            self.non_scalars["train"] = manager.non_scalars(computed)
 
     def state_dict(self) -> dict[str, Any]:
         manager = self.trainer.metrics_manager
