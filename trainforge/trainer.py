@@ -939,12 +939,14 @@ class Trainer:
         self._last_non_scalars: dict[str, Any] = {}
         self._eval_recipe = Recipe(_weak_method(self, "evaluate_step"), [])
         self._eval_recipe.device = None if self.runtime.device.type == "cpu" else self.runtime.device
-        self._eval_loss_avg = EpochMetricAvg("loss", post_each_batch=False, weight="num_samples")
+        # optional: an evaluation that computes no loss (detectors in eval mode) logs none, not NaN
+        self._eval_loss_avg = EpochMetricAvg("loss", post_each_batch=False, weight="num_samples", optional=True)
         self._eval_recipe.callbacks.add(self._eval_loss_avg)
         # a joint loss's terms: train/loss/<tag>, valid/loss/<tag> (per-sample means, like the loss)
         tags = getattr(self.criterion, "tags", None) if getattr(type(self.criterion), "takes_dicts", False) else None
         tags = [str(tag) for tag in tags] if isinstance(tags, (list, tuple)) else []
-        self._eval_term_avgs = {tag: EpochMetricAvg(f"loss/{tag}", post_each_batch=False, weight="num_samples")
+        self._eval_term_avgs = {tag: EpochMetricAvg(f"loss/{tag}", post_each_batch=False, weight="num_samples",
+                                                    optional=True)
                                 for tag in tags}
         for average in self._eval_term_avgs.values():
             self._eval_recipe.callbacks.add(average)
