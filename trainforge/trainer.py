@@ -12,7 +12,6 @@ import os
 import platform
 import sys
 import warnings
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,20 @@ from .trainer_hooks import (
     _TrainerStages,
     _TrainMetrics,
 )
+from .trainer_utils import (
+    ActiveStages,
+    DictBatches,
+    NoOptimizer,
+    OnDevice,
+    batch_size_of,
+    bind_stage,
+    resolve_class_names,
+    weak_method,
+    write_text_atomic,
+)
 from .training_config import TrainingConfig
+
+_class_names = resolve_class_names  # tasks/metric_learning.py imports it from here
 
 #: Stages a user may replace through ``callbacks={name: fn}``; ``fit`` replaces the loop after setup.
 STAGES: tuple[str, ...] = (
@@ -61,47 +73,6 @@ STAGES: tuple[str, ...] = (
     "on_epoch_end",
     "fit",
 )
-
-
-def _bind(owner: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Bind ``fn`` to ``owner`` when its first parameter is ``self`` (Kornia's ``my_evaluate(self)``),
-    otherwise use it as given (``preprocess(x)``, an ``nn.Module`` of augmentations)."""
-    try:
-        params = list(inspect.signature(fn).parameters)
-    except (TypeError, ValueError):
-        return fn
-    return _WeakBound(fn, owner) if params and params[0] == "self" else fn
-
-
-class _WeakBound:
-    """``fn`` bound to ``owner`` through a weak reference: stored on the owner, a bound method would put
-    the owner in a reference cycle with itself (freed only by a full garbage collection)."""
-
-    __slots__ = ("__wrapped__", "_owner")
-
-    def __init__(self, fn: Callable[..., Any], owner: Any) -> None:
-        self.__wrapped__ = fn
-        self._owner = weakref.ref(owner)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.__wrapped__(self._owner(), *args, **kwargs)
-
-
-def _weak_method(owner: Any, name: str) -> Callable[..., Any]:
-    """``getattr(owner, name)`` called through a weak reference (for what ``owner`` itself holds: its
-    recipes' step functions, the checkpoint's state function), looked up at each call so a stage
-    assigned on the instance later is the one run."""
-    ref = weakref.ref(owner)
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        owner = ref()
-        if owner is None:
-            raise ReferenceError(f"the Trainer whose {name} this is was deleted; keep a reference to it while "
-                                 "its recipe runs")
-        return getattr(owner, name)(*args, **kwargs)
-
-    call.__name__ = call.__qualname__ = name
-    return call
 
 
 class Trainer:
@@ -182,7 +153,7 @@ class Trainer:
         self.ema: Any = None
         self.run_dir: Path | None = None
         self.loggers: list[Any] = []
-        self.class_names, self._class_names_source = _class_names(class_names, self.train_data, self.valid_data)
+        self.class_names, self._class_names_source = resolve_class_names(class_names, self.train_data, self.valid_data)
         self._in_custom_evaluate = False  # see _posting_evaluate
         self._report_capture: Any = None  # armed for the final evaluation of a fit (see _arm_report_capture)
         self._report_captured: Any = None
@@ -199,7 +170,7 @@ class Trainer:
         def replaced(name: str) -> bool:
             return name in self.__dict__ or getattr(type(self), name) is not getattr(Trainer, name)
 
-        stages = _ActiveStages()
+        stages = ActiveStages()
         stages.preprocess = replaced("preprocess")
         stages.augmentations = replaced("augmentations")
         stages.on_before_model = replaced("on_before_model") or self.config.channels_last
@@ -230,11 +201,11 @@ class Trainer:
             if not callable(value) or (not inspect.isroutine(value) and hook_methods(value)):
                 self.add_callback(value)  # Kornia style: {"on_checkpoint": ModelCheckpoint(...)}
             elif name == "fit":
-                self._custom_fit = _bind(self, value)
+                self._custom_fit = bind_stage(self, value)
             elif name == "evaluate":
-                self.evaluate = self._posting_evaluate(_bind(self, value))
+                self.evaluate = self._posting_evaluate(bind_stage(self, value))
             else:
-                setattr(self, name, _bind(self, value))  # this instance only, never the class
+                setattr(self, name, bind_stage(self, value))  # this instance only, never the class
 
     def add_callback(self, callback: Any) -> None:
         """Add a callback object (any object with ``on_<event>(state)`` methods, e.g. a ``Callback``), or a
@@ -301,7 +272,7 @@ class Trainer:
             generator = torch.Generator().manual_seed(cfg.seed)
             data = DataLoader(data, batch_size=cfg.batch_size if train else (cfg.eval_batch_size or cfg.batch_size),
                               shuffle=train, generator=generator, num_workers=cfg.num_workers)
-        return _OnDevice(data, self.runtime)
+        return OnDevice(data, self.runtime)
 
     def backward(self, loss: torch.Tensor) -> None:
         """Back-propagate ``loss`` (scaled under fp16): Kornia's ``self.backward(loss)`` in a custom ``fit``."""
@@ -435,7 +406,7 @@ class Trainer:
         if not accumulating:
             guard.check_grads(self._optimizer_cb.optimizer, batch)
         outputs["loss"] = loss.detach()
-        outputs["num_samples"] = _batch_size(batch)
+        outputs["num_samples"] = batch_size_of(batch)
         if self._stages.compute_metrics:
             self.compute_metrics("TRAIN", outputs, batch)
         return outputs
@@ -450,7 +421,7 @@ class Trainer:
                 loss, terms = loss
                 outputs.update({f"loss/{k}": v.detach() for k, v in terms.items()})
             outputs["loss"] = loss.detach()
-        outputs["num_samples"] = _batch_size(batch)
+        outputs["num_samples"] = batch_size_of(batch)
         self.compute_metrics(self._eval_phase, outputs, batch, loader=self._eval_loader_name)
         if self._report_capture is not None and self._eval_loader_name is None:
             self._report_capture.add(self._report_sample(batch, outputs.get("output")))
@@ -878,7 +849,7 @@ class Trainer:
 
     def _make_loader(self, data: Any, train: bool) -> Any:
         if isinstance(data, DataLoader) or (not isinstance(data, Dataset) and hasattr(data, "__iter__")):
-            return _DictBatches(data)  # a user's loader: its own order; tuples become dicts per batch
+            return DictBatches(data)  # a user's loader: its own order; tuples become dicts per batch
         if not isinstance(data, Dataset):
             raise ConfigError(f"data must be a Dataset or a DataLoader, got {type(data).__name__}")
         cfg, rt = self.config, self.runtime
@@ -937,7 +908,7 @@ class Trainer:
         cfg = self.config
         self._eval_phase, self._eval_loader_name = "VALID", None
         self._last_non_scalars: dict[str, Any] = {}
-        self._eval_recipe = Recipe(_weak_method(self, "evaluate_step"), [])
+        self._eval_recipe = Recipe(weak_method(self, "evaluate_step"), [])
         self._eval_recipe.device = None if self.runtime.device.type == "cpu" else self.runtime.device
         # optional: an evaluation that computes no loss (detectors in eval mode) logs none, not NaN
         self._eval_loss_avg = EpochMetricAvg("loss", post_each_batch=False, weight="num_samples", optional=True)
@@ -953,20 +924,20 @@ class Trainer:
         self._eval_recipe.callbacks.add(_EvalBatchEvents(self))
 
         self.recipe = recipe = Recipe(
-            _weak_method(self, "train_step"),
+            weak_method(self, "train_step"),
             self.train_loader if self.train_loader is not None else [],
-            batch_size_fn=_batch_size,
+            batch_size_fn=batch_size_of,
         )
         self._batches_per_epoch = len(self.train_loader) if self.train_loader is not None else 0
         # batches come from our loaders on the host; moving them is only needed for an accelerator
         recipe.device = None if self.runtime.device.type == "cpu" else self.runtime.device
-        recipe.state.extra["save_state"] = _weak_method(self, "_checkpoint_state")
+        recipe.state.extra["save_state"] = weak_method(self, "_checkpoint_state")
         recipe.register("model", self.model)
         self._guard = _NonFiniteGuard(cfg.non_finite, self.runtime.device.type)
         if self.train_loader is not None:
             self._build_optimization()
         self._optimizer_cb = Optimizer(
-            self.optimizer if self.optimizer is not None else _NoOptimizer(),
+            self.optimizer if self.optimizer is not None else NoOptimizer(),
             accumulation=cfg.accumulate_grad_batches,
             clip_grad_norm=cfg.gradient_clip_val,
             clip_algorithm=cfg.gradient_clip_algorithm,
@@ -1113,8 +1084,8 @@ class Trainer:
         if not fitting and not resuming and run_folder.run_contents(self.run_dir):
             return
         self.run_id = run_folder.prepare(self.run_dir, resuming=resuming, overwrite=self.config.overwrite)
-        _write_text_atomic(self.run_dir / "config.yaml", self._run_config_text())
-        _write_text_atomic(self.run_dir / "env.json", json.dumps(environment_info(), indent=2))
+        write_text_atomic(self.run_dir / "config.yaml", self._run_config_text())
+        write_text_atomic(self.run_dir / "env.json", json.dumps(environment_info(), indent=2))
         self._run_prepared = True
         if self.recipe is not None:  # prepared after setup (a fit after evaluate): loggers see the new files
             self.recipe.state.extra["run_id"] = self.run_id
@@ -1402,112 +1373,3 @@ class Trainer:
             return export_onnx(self.model, path, example_input, **options)
 
 CHECKPOINT_FORMAT = 1
-
-
-def _class_names(
-    given: Sequence[str] | None, train_data: Any, valid_data: Any
-) -> tuple[list[str] | None, str | None]:
-    """The run's class names and where they came from: the ``class_names`` argument, else the ``classes``
-    attribute of the training (or first validation) data set, of a DataLoader's data set or of a
-    ``Subset``'s base data set."""
-    if given is not None:
-        if isinstance(given, (str, bytes)) or not isinstance(given, Sequence):
-            raise ConfigError(f"class_names must be a list of strings, got {type(given).__name__} {given!r}")
-        names = list(given)
-        bad = [(i, n) for i, n in enumerate(names) if not isinstance(n, str)]
-        if bad:
-            raise ConfigError(f"class_names[{bad[0][0]}] is {bad[0][1]!r}; every class name must be a string")
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ConfigError(f"class_names repeats {repeated}; each class needs its own name")
-        return names, "the class_names argument"
-    first_valid = next(iter(valid_data.values()), None) if isinstance(valid_data, Mapping) else valid_data
-    for data, which in ((train_data, "training"), (first_valid, "validation")):
-        for _ in range(8):  # DataLoader -> Subset -> ... -> the data set
-            if data is None:
-                break
-            classes = getattr(data, "classes", None)
-            if isinstance(classes, (list, tuple)) and classes:
-                return [str(c) for c in classes], f"the {which} data's classes attribute"
-            data = getattr(data, "dataset", None)
-    return None, None
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` (never writing through a link planted there); not fsynced: written every fit."""
-    from .checkpoint import atomic_file
-
-    with atomic_file(path, durable=False) as file:
-        file.write(text.encode("utf-8"))
-
-
-def _batch_size(batch: dict[str, Any]) -> int:
-    x = batch["input"]
-    return x.shape[0] if isinstance(x, torch.Tensor) else len(x)
-
-
-class _ActiveStages:
-    """The optional stages ``Trainer.forward`` and ``train_step`` call (see ``Trainer._resolve_stages``)."""
-
-    __slots__ = ("augmentations", "compute_metrics", "on_before_model", "preprocess", "run_model")
-
-
-class _DictBatches:
-    """A user's DataLoader whose batches are tuples: each becomes ``{"input", "target", "index"}``."""
-
-    def __init__(self, loader: Iterable[Any]) -> None:
-        self.loader = loader
-        self._indices: dict[tuple[int, int], torch.Tensor] = {}  # positions repeat every epoch: reuse them
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        seen = 0
-        for batch in self.loader:
-            kind = type(batch)
-            if kind is tuple or kind is list:
-                batch = {"input": batch[0], "target": batch[1]} if len(batch) > 1 else {"input": batch[0]}
-            elif isinstance(batch, Mapping):
-                batch = dict(batch)
-            else:
-                batch = {"input": batch}
-            size = _batch_size(batch)
-            if "index" not in batch:
-                index = self._indices.get((seen, size))
-                if index is None:
-                    index = self._indices[(seen, size)] = torch.arange(seen, seen + size)
-                batch["index"] = index
-            seen += size
-            yield batch
-
-
-class _OnDevice:
-    """A loader whose batches, as the data set yields them, are moved to the trainer's device."""
-
-    def __init__(self, loader: Iterable[Any], runtime: Runtime) -> None:
-        self.loader = loader
-        self.runtime = runtime
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self) -> Iterator[Any]:
-        if self.runtime.device.type == "cpu":
-            yield from self.loader
-            return
-        for batch in self.loader:
-            yield self.runtime.to_device(batch)
-
-
-class _NoOptimizer:
-    """Stands in when there is nothing to train (evaluate/predict only)."""
-
-    param_groups: list[dict[str, Any]] = [{"lr": 0.0, "params": []}]  # noqa: RUF012
-
-    def zero_grad(self, set_to_none: bool = True) -> None: ...
-    def step(self) -> None: ...
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...

@@ -443,7 +443,7 @@ def test_report_files_get_the_permissions_of_the_rest_of_the_run_folder(tmp_path
     run = tmp_path / "run"
     expected = stat.S_IMODE((run / "metrics.jsonl").stat().st_mode)
     modes = {p.relative_to(run).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in run.rglob("*") if p.is_file()}
-    assert "report/index.html" in modes and "report/confusion_matrix.png" in modes
+    assert "report/index.html" in modes and "report/confusion_matrix.svg" in modes
     assert {name: mode for name, mode in modes.items() if mode != expected} == {}
 
 
@@ -471,7 +471,7 @@ def test_joint_loss_terms_are_logged_as_train_and_valid_loss_tags(tmp_path, smal
     logged = {name for record in records for name in record["metrics"]}
     assert {"train/loss/cross_entropy", "train/loss/smooth", "valid/loss/cross_entropy", "valid/loss/smooth"} <= logged
     assert any(r["step"] == 2 and "train/loss/smooth" in r["metrics"] for r in records)  # at the logging cadence
-    assert (tmp_path / "run" / "report" / "curve_loss_smooth.png").is_file()
+    assert (tmp_path / "run" / "report" / "curve_loss_smooth.svg").is_file()
 
 
 def test_a_recipe_outliving_its_trainer_says_so(tmp_path, small):

@@ -435,3 +435,27 @@ def test_report_samples_reuse_the_final_evaluation_unless_the_weights_changed(tm
     else:
         assert saved["weights"] == "last weights"
         assert valid_passes == 3 * len(valid)  # the 3 evaluations only
+
+
+def test_a_default_fit_and_its_report_draw_no_matplotlib_figure(tmp_path, digits, monkeypatch):
+    """The report's charts are SVG written directly: drawing matplotlib figures was most of a default
+    fit's fixed cost (issue #9). Every default on (metrics, TensorBoard, checkpoints, report)."""
+    from matplotlib.figure import Figure
+    from torch.utils.data import Subset
+
+    from trainforge import Trainer, TrainingConfig
+    from trainforge.models import SmallCNN
+
+    created = []
+    original = Figure.__init__
+
+    def counting(self, *args, **kwargs):
+        created.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "__init__", counting)
+    config = TrainingConfig(max_epochs=1, batch_size=64, output_dir=str(tmp_path / "run"), device="cpu")
+    Trainer(SmallCNN(in_channels=1, num_classes=10), config, train_data=Subset(digits[0], range(256)),
+            valid_data=Subset(digits[1], range(96))).fit()
+    assert (tmp_path / "run" / "report" / "confusion_matrix.svg").is_file()  # the report was built
+    assert created == []
