@@ -280,7 +280,7 @@ def check_eval_loss_monitors(trainer: Any) -> None:
     torchvision detectors give none in eval mode); it logs no ``valid/loss``, so a checkpoint, early-stopping
     or plateau-schedule monitor of one is a ``ConfigError`` here, at set-up, naming what the run logs."""
     why = getattr(trainer, "eval_loss_missing", None)
-    if not isinstance(why, str):
+    if not isinstance(why, str) or trainer.train_data is None:  # evaluate/predict alone monitor nothing
         return
     cfg = trainer.config
     monitors = [(f"{where}.monitor", (options or {}).get("monitor"))

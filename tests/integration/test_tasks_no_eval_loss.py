@@ -152,3 +152,12 @@ def test_valid_loss_objective_on_detection_fails_before_training(tmp_path, monke
     err = capsys.readouterr().err
     assert "--objective 'valid/loss' is not a metric this run logs" in err and "mode 'max'" in err, err
     assert not (run / "metrics.jsonl").exists() and not list(run.rglob("*.pt"))
+
+
+def test_evaluate_alone_ignores_the_monitor_and_logs_no_loss(tmp_path):
+    valid = ShapesDetection(4, image_size=32, seed=2)
+    model = build_model("small_resnet", {"width": 8, "depth": 2}, head_name="FCOSHead", head_params={"image_size": 32},
+                        num_classes=len(valid.classes))
+    task = ObjectDetectionTask(model, _config(tmp_path, checkpoint={"monitor": "valid/loss", "mode": "min"}))
+    metrics = task.evaluate(DataLoader(valid, batch_size=2, collate_fn=collate_detection))  # no training: no monitor
+    assert "valid/loss" not in metrics and "valid/detection/map" in metrics
