@@ -260,7 +260,39 @@ def check_trainer_setup(trainer: Any) -> None:
         # callbacks and replaced stages may log names of their own; evaluate/predict alone monitor nothing
         check_monitors=not customized and trainer.train_data is not None,
     )
+    check_eval_loss_monitors(trainer)
     _check_data(trainer)
+
+
+def is_eval_loss(name: str) -> bool:
+    """Whether ``name`` is an evaluation loss: ``valid/loss``, ``valid_<loader>/loss``, ``test/loss`` or a
+    joint loss's term of them (``valid/loss/<tag>``).
+
+    >>> [is_eval_loss(n) for n in ("valid/loss", "valid_noisy/loss/dice", "train/loss", "valid/detection/map")]
+    [True, True, False, False]
+    """
+    parts = name.split("/")
+    return len(parts) >= 2 and parts[1] == "loss" and parts[0].split("_")[0] in ("valid", "test")
+
+
+def check_eval_loss_monitors(trainer: Any) -> None:
+    """A trainer whose evaluation computes no loss says why in ``eval_loss_missing`` (ObjectDetectionTask:
+    torchvision detectors give none in eval mode); it logs no ``valid/loss``, so a checkpoint, early-stopping
+    or plateau-schedule monitor of one is a ``ConfigError`` here, at set-up, naming what the run logs."""
+    why = getattr(trainer, "eval_loss_missing", None)
+    if not isinstance(why, str) or trainer.train_data is None:  # evaluate/predict alone monitor nothing
+        return
+    cfg = trainer.config
+    monitors = [(f"{where}.monitor", (options or {}).get("monitor"))
+                for where, options in (("checkpoint", cfg.checkpoint), ("early_stopping", cfg.early_stopping))]
+    monitors += [(f"callbacks[{i}] ({type(c).__name__}).monitor", getattr(c, "monitor", None))
+                 for i, c in enumerate(trainer.callbacks)]
+    for where, monitor in monitors:
+        if isinstance(monitor, str) and is_eval_loss(monitor):
+            loaders = _valid_loader_names(trainer.valid_data) or [None]
+            names = [n for n in monitor_names(cfg, _check_metrics(cfg.metrics), loaders) if not is_eval_loss(n)]
+            raise ConfigError(f"{where}={monitor!r} is not a metric this run logs: {why} "
+                              f"(it logs: {', '.join(names)})")
 
 
 def require_training_data(trainer: Any) -> None:

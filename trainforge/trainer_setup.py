@@ -135,12 +135,14 @@ def build_recipes(trainer: Trainer) -> None:
     trainer._last_non_scalars: dict[str, Any] = {}
     trainer._eval_recipe = Recipe(weak_method(trainer, "evaluate_step"), [])
     trainer._eval_recipe.device = None if trainer.runtime.device.type == "cpu" else trainer.runtime.device
-    trainer._eval_loss_avg = EpochMetricAvg("loss", post_each_batch=False, weight="num_samples")
+    # optional: an evaluation that computes no loss (detectors in eval mode) logs none, not NaN
+    trainer._eval_loss_avg = EpochMetricAvg("loss", post_each_batch=False, weight="num_samples", optional=True)
     trainer._eval_recipe.callbacks.add(trainer._eval_loss_avg)
     # a joint loss's terms: train/loss/<tag>, valid/loss/<tag> (per-sample means, like the loss)
     tags = getattr(trainer.criterion, "tags", None) if getattr(type(trainer.criterion), "takes_dicts", False) else None
     tags = [str(tag) for tag in tags] if isinstance(tags, (list, tuple)) else []
-    trainer._eval_term_avgs = {tag: EpochMetricAvg(f"loss/{tag}", post_each_batch=False, weight="num_samples")
+    trainer._eval_term_avgs = {tag: EpochMetricAvg(f"loss/{tag}", post_each_batch=False, weight="num_samples",
+                                                       optional=True)
                                for tag in tags}
     for average in trainer._eval_term_avgs.values():
         trainer._eval_recipe.callbacks.add(average)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -46,37 +47,48 @@ class EpochMetricAvg:
     posted as a host float (one sync per epoch). The sum and count are saved in checkpoints, so a
     resumed epoch averages exactly like an uninterrupted one.
 
+    With ``optional`` a step may leave ``name`` out (an evaluation that computes no loss, e.g. a torchvision
+    detector in eval mode): an epoch where no batch has it posts nothing (not 0, not NaN), like any
+    metric that was not computed. A key present for some batches of an epoch and absent for others is
+    a bug in the step function: an error names the key and the first batch that differs.
+
     >>> import torch
     >>> from trainforge.engine import Recipe
     >>> r = Recipe(lambda x: {"loss": x}, [torch.tensor(1.0), torch.tensor(3.0)])
     >>> r.callbacks.add(EpochMetricAvg("loss", post_each_batch=False))
     >>> r.run(1).metrics["loss"]
     2.0
+    >>> r = Recipe(lambda x: {"output": x}, [torch.tensor(1.0)])
+    >>> r.callbacks.add(EpochMetricAvg("loss", post_each_batch=False, optional=True))
+    >>> "loss" in r.run(1).metrics
+    False
     """
 
     def __init__(
-        self, name: str, post_each_batch: bool = True, alias: str | None = None, weight: str | None = None
+        self, name: str, post_each_batch: bool = True, alias: str | None = None, weight: str | None = None,
+        optional: bool = False,
     ) -> None:
         self.name = name
         self.alias = alias or name
         self.post_each_batch = post_each_batch
         self.weight = weight
+        self.optional = optional
         self._sum: torch.Tensor | None = None
         self._count = 0
+        self._missing = 0  # batches of this epoch without the key (only with optional)
         self._view = RunningMean(self)
 
     def on_epoch_start(self, state: State) -> None:
         if state.epoch_step == 0:  # a resumed epoch keeps the restored partial sum
-            self._sum, self._count = None, 0
+            self._sum, self._count, self._missing = None, 0, 0
 
     def on_batch_end(self, state: State) -> None:
-        try:
-            value = state.outputs[self.name]
-        except KeyError:
-            raise KeyError(
-                f"EpochMetricAvg({self.name!r}): the step function returned no {self.name!r}; "
-                f"it returned {sorted(state.outputs)}"
-            ) from None
+        outputs = state.outputs
+        value = outputs.get(self.name) if isinstance(outputs, Mapping) else None
+        if value is None or self._missing:
+            self._check_presence(state, value is not None)
+            if value is None:
+                return
         if not isinstance(value, torch.Tensor):
             value = torch.tensor(float(value))
         elif value.requires_grad:  # step outputs are usually detached already: no second detach per batch
@@ -90,6 +102,24 @@ class EpochMetricAvg:
         if self.post_each_batch:
             state.metrics[self.alias] = self._view
 
+    def _check_presence(self, state: State, present: bool) -> None:
+        """A missing key is an error unless ``optional``; then it must be missing for every batch."""
+        outputs = state.outputs
+        returned = sorted(outputs) if isinstance(outputs, Mapping) else f"a {type(outputs).__name__}, not a dict"
+        if not self.optional:
+            raise KeyError(
+                f"EpochMetricAvg({self.name!r}): the step function returned no {self.name!r}; it returned {returned}"
+            )
+        if present or self._sum is not None:
+            before, now = ("no", "returned it") if present else ("", f"returned none (it returned {returned})")
+            raise KeyError(
+                f"EpochMetricAvg({self.name!r}): the step function returned {self.name!r} for some batches of this "
+                f"epoch and not for others: the batches before batch {state.epoch_step} (counting from 1) had "
+                f"{before + ' ' if before else ''}{self.name!r}, batch {state.epoch_step} {now}. Return it for every "
+                "batch (computed) or for none (not computed: then it is not logged)"
+            )
+        self._missing += 1
+
     def on_epoch_end(self, state: State) -> None:
         if not self._count:
             return
@@ -102,8 +132,9 @@ class EpochMetricAvg:
 
     def state_dict(self) -> dict[str, Any]:
         total = None if self._sum is None else self._sum.detach().cpu()
-        return {"sum": total, "count": self._count}
+        return {"sum": total, "count": self._count, "missing": self._missing}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._sum = None if state["sum"] is None else state["sum"].clone()
         self._count = int(state["count"])
+        self._missing = int(state.get("missing", 0))  # checkpoints before 0.2 have no "missing"

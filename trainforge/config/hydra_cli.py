@@ -211,6 +211,7 @@ def run_experiment(values: dict[str, Any], run_dir: Path, command: str, name: st
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_resolved(values, run_dir)
     trainer = experiment.trainer
+    _check_objective_logged(trainer, objective)
     if mode == "train":
         state = trainer.fit(resume_from=cfg.resume_path)
         metrics = {k: float(v) for k, v in state.metrics.items() if _is_number(v)}
@@ -227,6 +228,17 @@ def run_experiment(values: dict[str, Any], run_dir: Path, command: str, name: st
     (run_dir / f"{mode}_metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     _print_result(mode, run_dir, metrics)
     return result
+
+
+def _check_objective_logged(trainer: Any, objective: str | None) -> None:
+    """A sweep's objective that is a loss the task does not compute (detection's ``valid/loss``) fails before
+    training, not after every job."""
+    from ..config_check import is_eval_loss
+
+    why = getattr(trainer, "eval_loss_missing", None)
+    if objective is not None and is_eval_loss(objective) and isinstance(why, str):
+        raise ConfigError(f"--objective {objective!r} is not a metric this run logs: {why}; pass "
+                          "--objective <metric> or give ModelCheckpoint a monitor (the sweep's default objective)")
 
 
 def _is_number(value: Any) -> bool:

@@ -24,7 +24,8 @@ class ObjectDetectionTask(Task):
     - Loss: the sum of the detector's own loss terms (each logged as ``loss/<term>``).
     - Outputs in evaluation: ``output`` / ``prediction``, a list of ``{"boxes", "labels", "scores"}``.
     - Metrics: ``detection/map`` (mAP@[.5:.95]), ``detection/map_50`` (mAP@0.5), ``detection/map_75`` and
-      the size breakdown. torchvision detectors give no losses in eval mode: ``valid/loss`` is NaN.
+      the size breakdown. torchvision detectors give no losses in eval mode: ``valid/loss`` is not logged
+      (a ``valid/loss`` monitor is refused when the run sets up); monitor ``valid/detection/map`` (``mode="max"``).
     """
 
     default_loss: ClassVar[str | None] = "detector"  # the detector's own loss terms (compute_loss sums them)
@@ -37,6 +38,12 @@ class ObjectDetectionTask(Task):
         if trainer_args.get("criterion") is not None:
             raise ConfigError("ObjectDetectionTask trains with the detector's own losses; remove criterion=")
         super().__init__(model, *args, **trainer_args)
+
+    @property
+    def eval_loss_missing(self) -> str | None:
+        """Why evaluation logs no loss (a monitor of it is refused at set-up); None when it logs one."""
+        return ("torchvision detectors compute no losses in eval mode; monitor the mAP instead, e.g. "
+                "monitor 'valid/detection/map' (or 'valid/detection/map_50') with mode 'max'")
 
     def task_loss(self, model: nn.Module) -> tuple[str, dict[str, Any]]:
         return "L1Loss", {}  # never called: compute_loss sums the detector's terms
@@ -57,8 +64,7 @@ class ObjectDetectionTask(Task):
 
     @torch.no_grad()
     def evaluate_step(self, batch: dict[str, Any]) -> dict[str, Any]:
-        outputs = self.forward(batch, training=False)
-        outputs["loss"] = torch.full((), float("nan"))  # torchvision detectors compute no loss in eval mode
+        outputs = self.forward(batch, training=False)  # no "loss": torchvision detectors compute none in eval mode
         outputs["num_samples"] = len(batch["input"])
         self.compute_metrics(self._eval_phase, outputs, batch, loader=self._eval_loader_name)
         return outputs

@@ -74,13 +74,20 @@ class MetricLearningTask(Task):
     def evaluate_step(self, batch: dict[str, Any]) -> dict[str, Any]:
         if self.compute_loss_on_valid:
             return super().evaluate_step(batch)
-        outputs = self.forward(batch, training=False)
-        outputs["loss"] = torch.full((), float("nan"), device=outputs["embeddings"].device)  # not computed
-        for tag in self._eval_term_avgs:  # nor a joint loss's terms
-            outputs[f"loss/{tag}"] = outputs["loss"]
+        outputs = self.forward(batch, training=False)  # no "loss" nor a joint loss's terms: not logged
         outputs["num_samples"] = len(batch["input"])
         self.compute_metrics(self._eval_phase, outputs, batch, loader=self._eval_loader_name)
         return outputs
+
+    @property
+    def eval_loss_missing(self) -> str | None:
+        """Why evaluation logs no loss (a monitor of it is refused at set-up); None when it logs one."""
+        if self.compute_loss_on_valid:
+            return None
+        return (f"{type(self).__name__} computes no validation loss with compute_loss_on_valid=False (its validation "
+                "classes may be held out of training); monitor a retrieval metric, e.g. monitor "
+                "'valid/retrieval/map_at_1' with mode 'max', or set compute_loss_on_valid=True (YAML: "
+                "task.compute_loss_on_valid: true) when the validation classes are the training ones")
 
     def _plain_criterion(self) -> bool:
         return not getattr(type(self.criterion), "takes_dicts", False)
@@ -211,7 +218,7 @@ class PairwiseLearnTask(MetricLearningTask):
 class MarginLearnTask(MetricLearningTask):
     """ArcFace / CosFace training: cross-entropy on the margin head's logits (the head reads the
     target while training); retrieval on the embeddings the head gets. The validation loss is not
-    computed by default (held-out classes have no logits): ``valid/loss`` is NaN."""
+    computed by default (held-out classes have no logits): ``valid/loss`` is not logged."""
 
     default_loss: ClassVar[str | None] = "CrossEntropyLoss"
 
