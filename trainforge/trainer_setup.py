@@ -142,7 +142,7 @@ def build_recipes(trainer: Trainer) -> None:
     tags = getattr(trainer.criterion, "tags", None) if getattr(type(trainer.criterion), "takes_dicts", False) else None
     tags = [str(tag) for tag in tags] if isinstance(tags, (list, tuple)) else []
     trainer._eval_term_avgs = {tag: EpochMetricAvg(f"loss/{tag}", post_each_batch=False, weight="num_samples",
-                                                       optional=True)
+                                                      optional=True)
                                for tag in tags}
     for average in trainer._eval_term_avgs.values():
         trainer._eval_recipe.callbacks.add(average)
