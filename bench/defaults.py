@@ -154,6 +154,8 @@ def breakdown(fits: int = 5) -> None:
     """Print the median time of each phase of a default 1-epoch fit (after one warm-up fit)."""
     import functools
 
+    import trainforge.trainer
+    import trainforge.trainer_report
     from trainforge import Trainer
     from trainforge.callbacks.checkpoint import ModelCheckpoint
     from trainforge.report import sections
@@ -170,8 +172,9 @@ def breakdown(fits: int = 5) -> None:
                 spent[label] = spent.get(label, 0.0) + time.perf_counter() - start
         return call
 
-    patched = [(Trainer, "setup"), (Trainer, "evaluate"), (Trainer, "_finish_run"), (Trainer, "_save_report_data"),
-               (ModelCheckpoint, "_write")]
+    # module-level steps are patched where they are looked up: trainer.py calls finish_run by its imported name
+    patched = [(Trainer, "setup"), (Trainer, "evaluate"), (trainforge.trainer, "finish_run"),
+               (trainforge.trainer_report, "save_report_data"), (ModelCheckpoint, "_write")]
     originals = [(owner, name, getattr(owner, name)) for owner, name in patched]
     section_fns = dict(sections.SECTIONS)
     for owner, name, fn in originals:
