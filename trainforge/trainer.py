@@ -44,8 +44,6 @@ from .trainer_setup import build_metrics, build_recipes, make_eval_loaders, make
 from .trainer_utils import ActiveStages, OnDevice, batch_size_of, bind_stage, resolve_class_names
 from .training_config import TrainingConfig
 
-_class_names = resolve_class_names  # tasks/metric_learning.py imports it from here
-
 #: Stages a user may replace through ``callbacks={name: fn}``; ``fit`` replaces the loop after setup.
 STAGES: tuple[str, ...] = (
     "preprocess",

@@ -145,11 +145,11 @@ class MetricLearningTask(Task):
     def _valid_group_names(self) -> list[str] | None:
         """The validation set's own group names (held-out classes are not the training ones): the
         ``classes`` of the (first) validation data set, through DataLoaders and Subsets."""
-        from ..trainer import _class_names
+        from ..trainer_utils import resolve_class_names
 
         if self.valid_data is None:
             return None
-        names, _ = _class_names(None, None, self.valid_data)
+        names, _ = resolve_class_names(None, None, self.valid_data)
         return names
 
 
