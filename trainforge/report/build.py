@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 import warnings
 from html import escape
@@ -19,7 +17,8 @@ from . import (
     tasks,  # noqa: F401  (registers the vision tasks' sections, after the built-in ones)
 )
 from .builtin import METRICS_FILE
-from .plots import _publish, figures_collected
+from .files import write_atomic
+from .plots import figures_collected
 from .sections import SECTIONS, Section
 from .series import load_run
 
@@ -43,17 +42,6 @@ class RunDataError(ConfigError):
 
 class RunDataNotFoundError(RunDataError, FileNotFoundError):
     """A run folder lacks the file a command needs (``metrics.jsonl`` for the report); names the path."""
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(text)
-        _publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _run_sections(run_dir: Path, out_dir: Path, strict: bool) -> list[tuple[str, Section]]:
@@ -90,7 +78,7 @@ def _write_curves(run_dir: Path, out_dir: Path, built: list[tuple[str, Section]]
     }
     path = out_dir / CURVES_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_text_atomic(path, json.dumps(data))
+    write_atomic(path, json.dumps(data))
 
 
 def _render(run_dir: Path, built: list[tuple[str, Section]]) -> str:
@@ -148,5 +136,5 @@ def build_report(run_dir: str | Path, strict: bool = False) -> Path:
     built = _run_sections(run_dir, out_dir, strict)
     _write_curves(run_dir, out_dir, built)
     page = out_dir / "index.html"
-    _write_text_atomic(page, _render(run_dir, built))
+    write_atomic(page, _render(run_dir, built))
     return page

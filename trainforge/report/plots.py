@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+
+from .files import write_atomic
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -58,25 +58,11 @@ def new_figure(width: float = 6.4, height: float = 3.6, layout: str | None = "co
 
 def save_figure(figure: Figure, path: str | Path) -> Path:
     """Save ``figure`` as PNG at ``path`` through a temporary file (a reader never sees half a file)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            figure.savefig(file, format="png")
-        _publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    import io
 
-
-def _publish(tmp: str, path: Path) -> None:
-    """Move a finished temporary file into place with the permissions of an ordinary new file
-    (``mkstemp`` creates it 0600, which would differ from every other file of the run folder)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return write_atomic(path, buffer.getvalue())
 
 
 def confusion_matrix_figure(

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from html import escape
 from pathlib import Path
@@ -484,15 +482,6 @@ def sample_grid_svg(
 
 def save_svg(svg: str, path: str | Path) -> Path:
     """Write ``svg`` at ``path`` through a temporary file (a reader never sees half a file)."""
-    from .plots import _publish
+    from .files import write_atomic
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".svg", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(svg)
-        _publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, svg)

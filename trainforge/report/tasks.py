@@ -5,8 +5,7 @@ boxes (detection). Drawn with Pillow, like the classification grids; a run witho
 from __future__ import annotations
 
 import colorsys
-import os
-import tempfile
+import io
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .plots import _publish
+from .files import write_atomic
 from .sections import SECTIONS, Section, register_section
 from .task_data import (
     DETECTION_FILE,
@@ -104,14 +103,9 @@ def _font(size: int = 11) -> Any:
 
 
 def _save_png(canvas: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            canvas.save(file, format="PNG")
-        _publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    write_atomic(path, buffer.getvalue())
 
 
 def _legend(draw: Any, names: list[str], colors: list[tuple[int, int, int]], top: int, width: int) -> int:
