@@ -266,6 +266,22 @@ class ImageFolder(ClassificationDataset):
 
 
 
+def flag(value: Any, name: str, owner: str) -> bool:
+    """``value`` if it is a bool; anything else (``"false"``, ``1``, ``None``) is an error naming the
+    parameter, instead of Python's truthiness quietly picking a split.
+
+    >>> flag(True, "train", "CIFAR10")
+    True
+    >>> flag("no", "train", "CIFAR10")
+    Traceback (most recent call last):
+    ...
+    trainforge.errors.ConfigError: CIFAR10 train='no': expected true or false
+    """
+    if not isinstance(value, bool):
+        raise ConfigError(f"{owner} {name}={value!r}: expected true or false")
+    return value
+
+
 def annotation_file(data_folder: Path, annotation_path: str | os.PathLike[str]) -> Path:
     """TorchOk's rule for an annotation file: as given when it is absolute or exists from here, else
     relative to ``data_folder``.

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import ConfigError, DatasetError
-from .datasets import ClassificationDataset
+from .datasets import ClassificationDataset, flag
 
 # what a numpy array needs to unpickle (numpy 1 and 2 spell the module differently)
 _NUMPY_GLOBALS = {
@@ -103,7 +103,8 @@ class CIFAR10(ArrayClassificationDataset):
     def __init__(self, root: str | os.PathLike[str], train: bool = True, transform: Any = None,
                  augment: Any = None, *, image_format: str = "rgb", test_mode: bool = False) -> None:
         super().__init__(transform, augment, image_format=image_format)
-        self.train, self.test_mode = train, bool(test_mode)
+        self.train = flag(train, "train", type(self).__name__)
+        self.test_mode = flag(test_mode, "test_mode", type(self).__name__)
         root = Path(root)
         folder = _find(root, [f"{self.variant}-batches-py", f"{self.variant}-python", f"{self.variant}-batches-bin",
                               f"{self.variant}-binary", "."], f"{self.variant} files")
@@ -196,7 +197,8 @@ class MNIST(ArrayClassificationDataset):
     def __init__(self, root: str | os.PathLike[str], train: bool = True, transform: Any = None,
                  augment: Any = None, *, image_format: str = "gray", test_mode: bool = False) -> None:
         super().__init__(transform, augment, image_format=image_format)
-        self.train, self.test_mode = train, bool(test_mode)
+        self.train = flag(train, "train", type(self).__name__)
+        self.test_mode = flag(test_mode, "test_mode", type(self).__name__)
         base = Path(root)
         folder = next((f for f in (base, base / "raw", base / "MNIST" / "raw") if f.is_dir() and any(
             (f / (self.files[train][0] + ext)).exists() for ext in ("", ".gz"))), base)

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import DatasetError
-from .datasets import ClassificationDataset, VisionDataset, raise_problems, read_csv, resolve_file
+from .datasets import ClassificationDataset, VisionDataset, flag, raise_problems, read_csv, resolve_file
 from .segmentation import ImageSegmentationDataset
 from .transforms import image_tensor
 
@@ -122,7 +122,8 @@ class SOP(ClassificationDataset):
     ) -> None:
         super().__init__(transform, augment, image_format=image_format, image_size=image_size,
                          on_bad_file=on_bad_file, max_skip_fraction=max_skip_fraction)
-        self.train, self.test_mode = bool(train), bool(test_mode)
+        self.train = flag(train, "train", type(self).__name__)
+        self.test_mode = flag(test_mode, "test_mode", type(self).__name__)
         self.root = example_folder(data_folder, self.base_folder, "SOP", SOP_LAYOUT, self.split_files[self.train])
         self.annotation_path = self.root / self.split_files[self.train]
         header, rows = read_csv(self.annotation_path, delimiter=" ")
@@ -188,7 +189,7 @@ class TripletSOP(VisionDataset):
     ) -> None:
         super().__init__(transform, augment, image_format=image_format, image_size=image_size,
                          on_bad_file=on_bad_file, max_skip_fraction=max_skip_fraction)
-        self.train = bool(train)
+        self.train = flag(train, "train", type(self).__name__)
         self.root = example_folder(data_folder, self.base_folder, "TRIPLET_SOP", TRIPLET_SOP_LAYOUT,
                                    self.split_files[self.train])
         self.annotation_path = self.root / self.split_files[self.train]
@@ -252,7 +253,8 @@ class SweetPepper(ImageSegmentationDataset):
         on_bad_file: str = "raise",
         max_skip_fraction: float = 0.1,
     ) -> None:
-        self.train, self.test_mode = bool(train), bool(test_mode)
+        self.train = flag(train, "train", type(self).__name__)
+        self.test_mode = flag(test_mode, "test_mode", type(self).__name__)
         split = self.split_files[self.train]
         folder = example_folder(data_folder, self.base_folder, "SweetPepper", SWEET_PEPPER_LAYOUT, split)
         # an absolute list path: a train.csv in the working directory must not be read instead
