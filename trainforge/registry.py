@@ -152,6 +152,15 @@ def check_params(target: Callable[..., Any], params: dict[str, Any], where: str)
     Traceback (most recent call last):
     ...
     trainforge.errors.ConfigError: callbacks[0].params has no key 'stage'; did you mean 'stages'? ...
+
+    A parameter annotated ``bool`` takes ``true`` or ``false`` only: ``train: "false"`` or ``train: 0``
+    would otherwise pick a split by Python's truthiness.
+
+    >>> def cifar(train: bool = True): ...
+    >>> check_params(cifar, {"train": "false"}, "data.TRAIN[0].dataset.params")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    trainforge.errors.ConfigError: data.TRAIN[0].dataset.params.train='false': expected true or false ...
     """
     try:
         signature = inspect.signature(target)
@@ -168,6 +177,9 @@ def check_params(target: Callable[..., Any], params: dict[str, Any], where: str)
             close = difflib.get_close_matches(str(key), accepted, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"{where} has no key {key!r}{hint} (accepted: {', '.join(accepted) or 'none'})")
+        annotation = signature.parameters[key].annotation
+        if annotation in (bool, "bool") and not isinstance(params[key], bool):
+            raise ConfigError(f"{where}.{key}={params[key]!r}: expected true or false (YAML booleans, unquoted)")
 
 
 def _fold(name: str) -> str:

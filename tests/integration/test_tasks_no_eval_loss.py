@@ -109,9 +109,31 @@ def test_valid_loss_monitor_in_a_detection_experiment_is_refused(tmp_path, monke
         tmp_path, "+callbacks=[{name: ModelCheckpoint, params: {monitor: valid/loss, mode: min}}]")
     assert code != 0
     err = capsys.readouterr().err
-    assert "checkpoint.monitor='valid/loss' is not a metric this run logs" in err, err
+    assert "callbacks[0].params.monitor='valid/loss' is not a metric this run logs" in err, err
     assert "torchvision detectors compute no losses in eval mode" in err and "valid/detection" in err
-    assert not list(run.rglob("*.pt")) and not list(run.rglob("events.out.tfevents.*"))  # nothing trained
+    assert not run.exists()  # refused before the run folder is made: no folder holding one experiment.yaml
+
+
+@pytest.mark.parametrize("override, where", [
+    ("+callbacks=[{name: ModelCheckpoint, params: {monitor: valid/loss, mode: min}}]", "callbacks[0].params.monitor"),
+    ("+callbacks=[{name: EarlyStopping, params: {monitor: valid/loss/classification}}]",
+     "callbacks[0].params.monitor"),
+    ("optimization.0.scheduler.name=ReduceLROnPlateau "
+     "+optimization.0.scheduler.pl_params={interval: epoch, monitor: valid/loss}",
+     "optimization[0].scheduler.pl_params.monitor"),
+])
+def test_config_check_refuses_a_valid_loss_monitor_on_detection(tmp_path, monkeypatch, capsys, override, where):
+    """``config check`` runs the check training runs: the detection task's missing loss is known from its class."""
+    monkeypatch.chdir(tmp_path)
+    overrides = override.split(" +")
+    overrides[1:] = [f"+{o}" for o in overrides[1:]]
+    assert main(["config", "check", str(CONFIGS / "detection_shapes.yaml"), *overrides]) != 0
+    err = capsys.readouterr().err
+    assert f"{where}='valid/loss" in err and "is not a metric this run logs (ObjectDetectionTask)" in err, err
+    assert "monitor 'valid/detection/map'" in err
+    fixed = [o.replace("valid/loss/classification", "valid/detection/map").replace("valid/loss", "valid/detection/map")
+             .replace("mode: min", "mode: max") for o in overrides]
+    assert main(["config", "check", str(CONFIGS / "detection_shapes.yaml"), *fixed]) == 0, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("where", ["checkpoint", "early_stopping", "callback", "term"])

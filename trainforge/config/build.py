@@ -85,6 +85,7 @@ def check_experiment(cfg: ExperimentConfig, mode: str | None = None, notes: list
         _build_joint_loss(cfg)  # checks names, params, tags and mapping argument names; cheap
     metric_names = _check_metrics(cfg, notes)
     _rename_monitors(cfg, notes)
+    _check_eval_loss_monitors(cfg)
     for i, pair in enumerate(cfg.optimization):
         _check_optimization(pair, i, metric_names)
     for i, callback in enumerate(cfg.callbacks):
@@ -315,6 +316,27 @@ def _build_metric(cls: type, metric: MetricSection, num_classes: Any, where: str
         raise ConfigError(f"{where}: {error}") from None
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{where}.params: {metric.name} rejects them: {error}") from None
+
+
+def _check_eval_loss_monitors(cfg: ExperimentConfig) -> None:
+    """A task whose evaluation computes no loss at all (``ObjectDetectionTask.eval_loss_missing``, a class
+    attribute) logs no ``valid/loss``: a scheduler or callback monitor of one is refused here, before a run
+    folder exists, with the reason and the monitor to use."""
+    from ..config_check import is_eval_loss
+
+    try:
+        why = getattr(task_class(cfg.task.name), "eval_loss_missing", None)
+    except RegistryError:
+        return  # _check_task names the unknown task
+    if not isinstance(why, str):  # None, or a property: known once the trainer is built
+        return
+    monitors = [(f"optimization[{i}].scheduler.pl_params.monitor", pair.scheduler.pl_params.monitor)
+                for i, pair in enumerate(cfg.optimization) if pair.scheduler is not None]
+    monitors += [(f"callbacks[{i}].params.monitor", callback.params.get("monitor"))
+                 for i, callback in enumerate(cfg.callbacks)]
+    for where, monitor in monitors:
+        if isinstance(monitor, str) and is_eval_loss(monitor):
+            raise ConfigError(f"{where}={monitor!r} is not a metric this run logs ({cfg.task.name}): {why}")
 
 
 def _check_monitor(monitor: str | None, names: set[str], where: str) -> None:

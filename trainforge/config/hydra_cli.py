@@ -208,10 +208,14 @@ def run_experiment(values: dict[str, Any], run_dir: Path, command: str, name: st
     cfg, notes = read_experiment(values, mode=None if command == "train" else command)
     mode = cfg.mode if command == "train" else command
     experiment = build_experiment(cfg, run_dir, mode, name=name, notes=notes)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_resolved(values, run_dir)
     trainer = experiment.trainer
     _check_objective_logged(trainer, objective)
+    if mode == "train":  # a monitor the built task cannot log fails before the run folder is made
+        from ..config_check import check_eval_loss_monitors
+
+        check_eval_loss_monitors(trainer)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_resolved(values, run_dir)
     if mode == "train":
         state = trainer.fit(resume_from=cfg.resume_path)
         metrics = {k: float(v) for k, v in state.metrics.items() if _is_number(v)}

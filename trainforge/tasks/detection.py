@@ -39,11 +39,13 @@ class ObjectDetectionTask(Task):
             raise ConfigError("ObjectDetectionTask trains with the detector's own losses; remove criterion=")
         super().__init__(model, *args, **trainer_args)
 
-    @property
-    def eval_loss_missing(self) -> str | None:
-        """Why evaluation logs no loss (a monitor of it is refused at set-up); None when it logs one."""
-        return ("torchvision detectors compute no losses in eval mode; monitor the mAP instead, e.g. "
-                "monitor 'valid/detection/map' (or 'valid/detection/map_50') with mode 'max'")
+    #: why evaluation logs no loss: a monitor of one is refused by ``config check`` and at set-up. A class
+    #: attribute, so a YAML experiment is checked before any model is built (metric learning's depends
+    #: on ``compute_loss_on_valid`` and is a property)
+    eval_loss_missing: ClassVar[str | None] = (
+        "torchvision detectors compute no losses in eval mode; monitor the mAP instead, e.g. "
+        "monitor 'valid/detection/map' (or 'valid/detection/map_50') with mode 'max'"
+    )
 
     def task_loss(self, model: nn.Module) -> tuple[str, dict[str, Any]]:
         return "L1Loss", {}  # never called: compute_loss sums the detector's terms
