@@ -379,6 +379,7 @@ class FirstBatchCheck:
         trainer, batch = self.trainer, state.batch
         if trainer.config.compile or not isinstance(batch, dict) or not isinstance(batch.get("input"), torch.Tensor):
             return
+        _refuse_a_single_sample(batch)
         default_loss = not _replaced(trainer, "compute_loss")
         check_output = default_loss and not getattr(type(trainer.criterion), "takes_dicts", False)
         model = trainer.model
@@ -420,6 +421,20 @@ class FirstBatchCheck:
 
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def _refuse_a_single_sample(batch: dict[str, Any]) -> None:
+    """A first batch whose target is one number is one sample: a list of ``(input, label)`` pairs passed as
+    ``train_data`` is read as a list of batches, like any iterable that is not a ``Dataset``."""
+    target = batch.get("target")
+    if isinstance(target, (bool, int, float)) or (isinstance(target, torch.Tensor) and target.dim() == 0):
+        shown = target.item() if isinstance(target, torch.Tensor) else target
+        raise ConfigError(
+            f"the first training batch is one sample, not a batch: batch['target'] is the single value {shown!r} "
+            f"and batch['input'] has shape {list(batch['input'].shape)}. An iterable that is not a Dataset (a "
+            "list, a generator) is read as batches: pass samples as a Dataset (e.g. TensorDataset(inputs, "
+            "targets), or your list in a torch.utils.data.Dataset) and the Trainer batches them with batch_size"
+        )
 
 
 def _register_shape_hooks(model: nn.Module, batch_input: torch.Tensor) -> list[Any]:

@@ -108,10 +108,9 @@ class Trainer:
         ``Trainer(model, config, train_data=..., valid_data=...)`` (ours; Towhee's with
         ``train_dataset=``/``eval_dataset=``), and Kornia's ``Trainer(model, train_dataloader,
         valid_dataloader, criterion, optimizer, scheduler, config)`` (positional or by keyword)."""
-        from .trainer_args import resolve_trainer_args
+        from .trainer_args import check_model, resolve_trainer_args
 
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        check_model(model)
         given = {"config": config, "train_data": train_data, "valid_data": valid_data, "criterion": criterion,
                  "optimizer": optimizer, "scheduler": scheduler}
         args_ = resolve_trainer_args(args, given, seed_names)

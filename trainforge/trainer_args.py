@@ -38,21 +38,59 @@ def _is_data(value: Any) -> bool:
     return isinstance(value, (Dataset, DataLoader))
 
 
+def check_model(model: Any) -> None:
+    """``TypeError`` unless ``model`` is an ``nn.Module`` instance; a class gets the call to make.
+
+    >>> check_model(torch.nn.Linear)
+    Traceback (most recent call last):
+    ...
+    TypeError: model must be a torch.nn.Module, got the class Linear: pass an instance, Linear(...)
+    """
+    if isinstance(model, torch.nn.Module):
+        return
+    if isinstance(model, type):
+        raise TypeError(f"model must be a torch.nn.Module, got the class {model.__name__}: pass an instance, "
+                        f"{model.__name__}(...)")
+    raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+
+
+def _data_sequence(value: Any) -> bool:
+    """A non-empty list or tuple of Datasets/DataLoaders (several validation sets), not a list of samples."""
+    return isinstance(value, (list, tuple)) and bool(value) and all(_is_data(v) for v in value)
+
+
 def _check(name: str, value: Any, position: int | None) -> None:
     """The value given for ``name`` has the kind that argument takes."""
     if value is None:
         return
     where = f"argument {position + 2} ({name})" if position is not None else name
     if name in ("train_data", "valid_data"):
+        if isinstance(value, torch.Tensor):  # iterable, but its rows are not (input, target) samples
+            raise ConfigError(f"Trainer {where} is a tensor of shape {list(value.shape)}, not a data set: pass "
+                              "TensorDataset(inputs, targets) (torch.utils.data) or a DataLoader over one")
         if isinstance(value, Mapping):  # several validation sets; training takes one
             ok = name == "valid_data" and not is_config(value)
+        elif _data_sequence(value):
+            if name == "train_data":
+                raise ConfigError(f"Trainer {where} is a list of {len(value)} data sets; training takes one: "
+                                  "join them with torch.utils.data.ConcatDataset([...])")
+            ok = True  # several validation sets, as Lightning's val_dataloaders=[...]: named by position
         else:
+            if isinstance(value, (list, tuple)) and any(_is_data(v) for v in value):
+                raise ConfigError(f"Trainer {where} mixes data sets with other values: pass one Dataset or "
+                                  "DataLoader, or a list (or dict {name: data}) of data sets only")
             ok = _is_data(value) or (hasattr(value, "__iter__") and not isinstance(value, (str, bytes)))
         expected = "a Dataset or a DataLoader"
     elif name == "criterion":
+        if isinstance(value, type):  # a class is callable: calling it with (output, target) fails inside torch
+            raise ConfigError(f"Trainer {where} is the class {value.__name__}, not a loss: pass an instance, "
+                              f"{value.__name__}()")
         ok = callable(value) and not isinstance(value, torch.optim.Optimizer)
         expected = "a loss function or module"
     elif name == "optimizer":
+        if isinstance(value, type):
+            raise ConfigError(f"Trainer {where} is the class {value.__name__}, not an optimizer: pass an instance, "
+                              f"{value.__name__}(model.parameters(), lr=...), or leave it out for config.optimizer")
         ok = isinstance(value, torch.optim.Optimizer) or (hasattr(value, "step") and hasattr(value, "param_groups"))
         expected = "a torch.optim.Optimizer"
     elif name == "scheduler":
@@ -120,6 +158,8 @@ def resolve_trainer_args(args: tuple[Any, ...], given: dict[str, Any], seed_name
     for name in KORNIA_ORDER:
         if not sources.get(name, "").startswith("positional"):
             _check(name, values.get(name), None)
+    if _data_sequence(values.get("valid_data")):  # Lightning's list of validation loaders: valid/, valid_1/...
+        values["valid_data"] = {str(i): data for i, data in enumerate(values["valid_data"])}
     return values
 
 

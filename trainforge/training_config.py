@@ -241,7 +241,7 @@ class TrainingConfig:
         from .yaml_io import load_yaml_text
 
         values = load_yaml_text(text, source=source)
-        return cls.from_dict({} if values is None else values, source=source)
+        return cls.from_dict(_settings_or_error(values, source), source=source)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainingConfig:
@@ -249,7 +249,7 @@ class TrainingConfig:
         from .yaml_io import load_yaml
 
         values = load_yaml(path)
-        return cls.from_dict({} if values is None else values, source=str(path))
+        return cls.from_dict(_settings_or_error(values, str(path)), source=str(path))
 
     def save_yaml(self, path: str | Path) -> None:
         Path(path).write_text(self.to_yaml(), encoding="utf-8")
@@ -264,6 +264,23 @@ class TrainingConfig:
             extra = f" (one of: {', '.join(choices)})" if choices else ""
             lines.append(f"{f.name}: {default!r}\n    {f.metadata['help']}{extra}")
         return "\n".join(lines)
+
+
+def _settings_or_error(values: Any, source: str) -> Any:
+    """An empty document (an empty file, or only comments) is an error, not a run on every default:
+    it is more often the wrong file or a truncated one than a choice.
+
+    >>> _settings_or_error(None, "train.yaml")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    trainforge.errors.ConfigError: train.yaml holds no settings (it is empty or only comments); ...
+    """
+    if values is None:
+        raise ConfigError(
+            f"{source} holds no settings (it is empty or only comments); write the ones to change, e.g. "
+            "'max_epochs: 10', or use TrainingConfig() for every default"
+        )
+    return values
 
 
 #: Keys other frameworks' users write, with ours: key -> (our key or None, whose name it is, how to say it).

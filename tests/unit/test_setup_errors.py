@@ -218,3 +218,56 @@ def test_segmentation_masks_with_more_classes_than_output_channels(tmp_path, sma
     state = Trainer(ten_class, cfg(tmp_path, metrics=[]), train_data=TensorDataset(images, border),
                     criterion=nn.CrossEntropyLoss(ignore_index=255)).fit()
     assert state.global_step == 1
+
+
+# -- arguments of the wrong kind --------------------------------------------------------------------------
+@pytest.mark.parametrize("argument, value, message", [
+    ("criterion", nn.CrossEntropyLoss, r"criterion is the class CrossEntropyLoss, not a loss: pass an instance, "
+                                       r"CrossEntropyLoss\(\)"),
+    ("optimizer", torch.optim.SGD, r"optimizer is the class SGD, not an optimizer: pass an instance, SGD\("),
+    ("train_data", torch.zeros(8, 64), r"train_data is a tensor of shape \[8, 64\], not a data set: pass "
+                                       r"TensorDataset\(inputs, targets\)"),
+    ("valid_data", torch.zeros(8, 64), r"valid_data is a tensor of shape \[8, 64\]"),
+])
+def test_a_class_or_a_tensor_where_an_object_belongs_is_named(tmp_path, small, argument, value, message):
+    """Each used to fail inside torch (a tensor's truth value, a 3-D conv input) or train on nonsense."""
+    given = {"train_data": small[0], "valid_data": small[1], argument: value}
+    with pytest.raises(ConfigError, match=message):
+        Trainer(mlp(), cfg(tmp_path), **given)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_model_class_gets_the_call_to_make(tmp_path, small):
+    with pytest.raises(TypeError, match=r"got the class Linear: pass an instance, Linear\(\.\.\.\)"):
+        Trainer(nn.Linear, cfg(tmp_path), train_data=small[0])
+
+
+def test_a_list_of_validation_sets_is_several_sets_as_in_lightning(tmp_path, small):
+    """``valid_data=[a, b]`` (Lightning's ``val_dataloaders=[...]``): the first logs ``valid/``, the second
+    ``valid_1/``; it used to reach the model as one batch of data set objects."""
+    second = Subset(small[1].dataset, range(64, 96))
+    metrics = Trainer(mlp(), cfg(tmp_path), train_data=small[0],
+                      valid_data=[small[1], DataLoader(second, batch_size=16)]).fit().metrics
+    assert {"valid/loss", "valid_1/loss", "valid/accuracy", "valid_1/accuracy"} <= set(metrics), sorted(metrics)
+    assert metrics["valid/loss"] != metrics["valid_1/loss"]  # each set evaluated on its own samples
+
+
+def test_a_list_of_training_sets_or_a_mixed_list_is_refused(tmp_path, small):
+    with pytest.raises(ConfigError, match=r"train_data is a list of 2 data sets; training takes one: join them "
+                                          r"with torch.utils.data.ConcatDataset"):
+        Trainer(mlp(), cfg(tmp_path), train_data=[small[0], small[0]])
+    with pytest.raises(ConfigError, match=r"valid_data mixes data sets with other values"):
+        Trainer(mlp(), cfg(tmp_path), train_data=small[0], valid_data=[small[1], "extra.csv"])
+    batches = [(torch.zeros(8, 64), torch.zeros(8, dtype=torch.long))] * 3  # a list of batches is still a loader
+    assert Trainer(mlp(), cfg(tmp_path / "batches"), train_data=batches).fit().global_step == 3
+
+
+@pytest.mark.parametrize("label", [0, torch.tensor(0)])
+def test_a_list_of_samples_read_as_batches_is_named(tmp_path, label):
+    """A list that is not a Dataset is read as batches; a list of (input, label) samples used to fail in
+    nn.Flatten with "Dimension out of range"."""
+    samples = [(torch.zeros(64), label)] * 16
+    expected = (r"the first training batch is one sample, not a batch: batch\['target'\] is the single value 0 and "
+                r"batch\['input'\] has shape \[64\].*TensorDataset")
+    with pytest.raises(ConfigError, match=expected):
+        Trainer(mlp(), cfg(tmp_path), train_data=samples).fit()

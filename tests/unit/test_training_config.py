@@ -182,3 +182,19 @@ def test_towhee_sections_with_our_names_load_and_save_round_trips(tmp_path):
     cfg.save_to_yaml(tmp_path / "saved.yaml")
     saved = tmp_path / "saved.yaml"
     assert TrainingConfig.load_from_yaml(saved) == cfg == TrainingConfig.from_yaml(saved)
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# only a comment\n", "---\n"])
+def test_an_empty_settings_file_is_an_error_not_every_default(tmp_path, capsys, text) -> None:
+    path = tmp_path / "train.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"train.yaml holds no settings \(it is empty or only comments\)"):
+        TrainingConfig.from_yaml(path)
+    with pytest.raises(ConfigError, match=r"<string> holds no settings"):
+        TrainingConfig.from_yaml_string(text)
+    from trainforge.cli import main
+
+    assert main(["config", "check", str(path)]) != 0  # it printed "valid" and every default
+    assert "holds no settings" in capsys.readouterr().err
+    path.write_text("max_epochs: 3\n", encoding="utf-8")
+    assert TrainingConfig.from_yaml(path).max_epochs == 3

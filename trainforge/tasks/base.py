@@ -34,13 +34,12 @@ class Task(Trainer):
     def __init__(self, model: nn.Module, *args: Any, config: TrainingConfig | Mapping[str, Any] | None = None,
                  callbacks: Any = None, **trainer_args: Any) -> None:
         """The Trainer's call styles (ours, Kornia's positional order, the seeds' keyword names)."""
-        from ..trainer_args import KORNIA_ORDER, resolve_trainer_args
+        from ..trainer_args import KORNIA_ORDER, check_model, resolve_trainer_args
 
         given = {name: trainer_args.pop(name, None) for name in KORNIA_ORDER}
         given["config"] = config
         resolved = resolve_trainer_args(args, given, trainer_args)
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        check_model(model)
         resolved["config"] = self._with_task_defaults(model, _as_config(resolved["config"]), resolved["criterion"])
         super().__init__(model, callbacks=callbacks, **resolved)
 
