@@ -193,7 +193,11 @@ def check_experiment_file(path: str | os.PathLike[str], overrides: Sequence[str]
     mode = cfg.mode
     if mode == "train" and not cfg.data.TRAIN and (cfg.data.TEST or cfg.data.PREDICT):
         mode = "test" if cfg.data.TEST else "predict"  # an inference config (TorchOk's onnx_infer)
-    notes = check_experiment(cfg, mode, notes)
+    try:
+        notes = check_experiment(cfg, mode, notes)
+    except ConfigError as error:  # the checks name the key; the file is named here, as the parser's errors do
+        message = str(error)
+        raise ConfigError(message if message.startswith(f"{path}:") else f"{path}: {message}") from None
     lines = [f"{path}: valid", *(f"note: {n}" for n in notes)]
     return "\n".join(lines) + "\n" + OmegaConf.to_yaml(OmegaConf.create(values))
 
