@@ -12,6 +12,10 @@ class ConfigError(TrainforgeError, ValueError):
     """A configuration value or key is wrong; the message names the dotted key path."""
 
 
+class EmptyLoaderError(ConfigError):
+    """A loader gave no batches for an epoch (an empty data set, an iterator used up by an earlier epoch)."""
+
+
 class RegistryError(TrainforgeError, KeyError):
     """A name was not found in a registry; the message lists close matches."""
 

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from ._version import __version__
 from .config_check import check_trainer_setup, require_training_data
 from .engine import Recipe, State, hook_methods
-from .errors import ConfigError, ResumeMismatchError
+from .errors import ConfigError, EmptyLoaderError, ResumeMismatchError
 from .runtime import Runtime, backward, rng_state, seed_everything, set_rng_state
 from .trainer_export import export_metadata, onnx_example_input
 from .trainer_hooks import _is_logger, _sigterm_flag
@@ -580,7 +580,13 @@ class Trainer:
         self._eval_loss_avg.alias = f"{prefix}/loss"
         for tag, average in self._eval_term_avgs.items():
             average.alias = f"{prefix}/loss/{tag}"
-        metrics = dict(recipe.run(1).metrics)
+        try:
+            metrics = dict(recipe.run(1).metrics)
+        except EmptyLoaderError:
+            shown = f"{phase} data {name!r}" if name else f"{phase} data"
+            raise EmptyLoaderError(f"evaluate: the {shown} gave no batches, so there is nothing to evaluate (an "
+                                   "empty data set, or an iterator used up by an earlier pass: pass a Dataset, a "
+                                   "DataLoader or a list)") from None
         if self.metrics_manager is not None and self.metrics_manager.names(phase, loader=name):
             computed = self.metrics_manager.compute(phase, loader=name)
             metrics.update(self.metrics_manager.scalars(computed))

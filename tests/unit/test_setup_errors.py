@@ -271,3 +271,15 @@ def test_a_list_of_samples_read_as_batches_is_named(tmp_path, label):
                 r"batch\['input'\] has shape \[64\].*TensorDataset")
     with pytest.raises(ConfigError, match=expected):
         Trainer(mlp(), cfg(tmp_path), train_data=samples).fit()
+
+
+def test_evaluating_an_empty_set_is_an_error_not_empty_metrics(tmp_path, small):
+    from trainforge.errors import EmptyLoaderError
+
+    trainer = Trainer(mlp(), cfg(tmp_path), train_data=small[0])
+    trainer.fit()
+    empty = TensorDataset(torch.zeros(0, 64), torch.zeros(0, dtype=torch.long))
+    for data in (empty, (batch for batch in [])):
+        with pytest.raises(EmptyLoaderError, match=r"evaluate: the VALID data gave no batches, so there is nothing"):
+            trainer.evaluate(data)
+    assert set(trainer.evaluate(small[1])) == {"valid/loss", "valid/accuracy"}  # the trainer is still usable

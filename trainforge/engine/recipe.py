@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..errors import ConfigError, EmptyLoaderError
 from .callbacks import CallbackList
 from .state import State
 
@@ -82,6 +83,9 @@ class Recipe:
     def __init__(
         self, step_fn: StepFn, loader: Iterable[Any], batch_size_fn: Callable[[Any], int] = batch_size
     ) -> None:
+        if not callable(step_fn):
+            raise ConfigError(f"Recipe step_fn must be a function of one batch, got {type(step_fn).__name__} "
+                              f"{step_fn!r:.60}; the order is Recipe(step_fn, loader)")
         self.step_fn = step_fn
         self.loader = loader
         self.batch_size_fn = batch_size_fn
@@ -143,6 +147,12 @@ class Recipe:
     # -- the loop --------------------------------------------------------------------------------
     def run(self, epochs: int) -> State:
         """Train until ``epochs`` epochs are complete in total (or ``should_stop``); return the state."""
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise ConfigError(f"Recipe.run(epochs={epochs!r}): expected a whole number of epochs >= 0 (the total "
+                              "to reach, counting epochs already done)")
+        if self.loader is None or not (hasattr(self.loader, "__iter__") or hasattr(self.loader, "iter_epoch")):
+            raise ConfigError(f"Recipe loader must be an iterable of batches (a DataLoader, a list), got "
+                              f"{type(self.loader).__name__}")
         state = self.state
         state.max_epochs = epochs
         state.should_stop = False
@@ -155,7 +165,8 @@ class Recipe:
             fire("fit_start", state)
             while state.epoch < epochs and not state.should_stop:
                 fire("epoch_start", state)
-                for batch in self._epoch_batches(state.epoch, state.epoch_step):
+                first = state.epoch_step
+                for batch in self._epoch_batches(state.epoch, first):
                     state.batch = batch if device is None else to_device(batch, device)
                     state.batch_size = size = size_fn(batch)
                     for hook in batch_start:
@@ -169,6 +180,8 @@ class Recipe:
                     if state.should_stop:
                         break
                 else:
+                    if first == 0 and state.epoch_step == 0:  # a resume at an epoch's last batch has none left
+                        raise EmptyLoaderError(self._no_batches(state.epoch))
                     state.epoch_complete = True
                     fire("epoch_end", state)
                     state.epoch_complete = False
@@ -181,6 +194,14 @@ class Recipe:
         finally:
             fire("fit_end", state)
         return state
+
+    def _no_batches(self, epoch: int) -> str:
+        loader = self.loader
+        if epoch > 0 and iter(loader) is loader:
+            return (f"the loader gave no batches in epoch {epoch + 1}: {type(loader).__name__} is an iterator, used "
+                    "up by the first epoch; pass a list, a DataLoader or another re-iterable of batches")
+        return (f"the loader ({type(loader).__name__}) gave no batches in epoch {epoch + 1}: an empty data set, or "
+                "drop_last with fewer samples than one batch")
 
     def _epoch_batches(self, epoch: int, start: int) -> Iterator[Any]:
         """Batches of ``epoch`` from batch ``start`` on: skipped at the sampler when the loader can."""

@@ -119,7 +119,7 @@ def test_callbacks_groups_order_and_remove():
     def make(tag):
         return type(tag, (), {"on_fit_start": lambda self, s: calls.append(tag)})()
 
-    recipe = Recipe(lambda b: None, [])
+    recipe = Recipe(lambda b: None, [0])
     late, first, mid = make("late"), make("first"), make("mid")
     recipe.callbacks.add(late, "epilogue")
     recipe.callbacks.add(mid)
@@ -259,3 +259,33 @@ def test_a_hook_set_to_none_on_the_instance_is_not_dispatched():
     recipe.callbacks.extend([on, off])
     recipe.run(1)
     assert (on.calls, off.calls) == (103, 100)
+
+
+@pytest.mark.parametrize("step_fn, loader, epochs, message", [
+    (5, [0], 1, r"Recipe step_fn must be a function of one batch, got int 5; the order is Recipe\(step_fn, loader\)"),
+    (lambda b: None, None, 1, r"Recipe loader must be an iterable of batches .*got NoneType"),
+    (lambda b: None, [0], -1, r"Recipe.run\(epochs=-1\): expected a whole number of epochs >= 0"),
+    (lambda b: None, [0], 1.5, r"Recipe.run\(epochs=1.5\)"),  # ran two epochs
+    (lambda b: None, [0], "2", r"Recipe.run\(epochs='2'\)"),  # a bare TypeError from a comparison
+    (lambda b: None, [0], True, r"Recipe.run\(epochs=True\)"),
+    (lambda b: None, [], 1, r"the loader \(list\) gave no batches in epoch 1: an empty data set"),  # 0 steps, silently
+    (lambda b: None, (i for i in range(3)), 2, r"no batches in epoch 2: generator is an iterator, used up by the"),
+])
+def test_bad_recipe_inputs_are_named(step_fn, loader, epochs, message):
+    from trainforge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        Recipe(step_fn, loader).run(epochs)
+
+
+def test_a_resume_at_an_epochs_last_batch_runs_no_batch_and_is_not_an_error():
+    steps = []
+    first = Recipe(lambda b: steps.append(b), [1, 2])
+    stop = {"on_batch_end": lambda self, s: setattr(s, "should_stop", s.epoch_step == 2)}
+    first.callbacks.add(type("Stop", (), stop)())
+    first.run(1)  # stopped after the last batch, before epoch_end: the epoch is not complete
+    second = Recipe(lambda b: steps.append(b), [1, 2])
+    second.load_state_dict(first.state_dict())
+    with pytest.warns(UserWarning, match="cannot skip batches at the sampler"):
+        state = second.run(2)
+    assert state.epoch == 2 and steps == [1, 2, 1, 2]  # epoch 1 ends with no batch left, then epoch 2
