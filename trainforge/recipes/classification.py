@@ -281,8 +281,8 @@ class CrossEntropyClassification(Classification):
             raise ConfigError(f"optimizer={optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
         if precision not in PRECISIONS:
             raise ConfigError(f"precision={precision!r}; expected one of {', '.join(PRECISIONS)}")
-        if not lr > 0:
-            raise ConfigError(f"lr must be positive, got {lr}")
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+            raise ConfigError(f"lr must be a positive number, got {lr!r}")
         self.precision = precision
         self.autocast_dtype = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}.get(precision)
         self.scaler = None

@@ -98,8 +98,9 @@ def test_bad_arguments_are_errors():
         TrainAndCall(model, train_fn, lambda: None, DATA, call_every=0)
     with pytest.raises(ConfigError, match="precision='fp8'"):
         CrossEntropyClassification(model, DATA, DATA, ["a", "b", "c"], precision="fp8")
-    with pytest.raises(ConfigError, match="lr must be positive"):
-        CrossEntropyClassification(model, DATA, DATA, ["a", "b", "c"], lr=0)
+    for lr in (0, "0.1", None, True):  # a string used to fail as a bare TypeError from a comparison
+        with pytest.raises(ConfigError, match=f"lr must be a positive number, got {lr!r}"):
+            CrossEntropyClassification(model, DATA, DATA, ["a", "b", "c"], lr=lr)
     recipe = Classification(model, train_fn, test_fn, DATA, DATA, ["a", "b"], log_every=1000)
     recipe.callbacks.add(Optimizer(torch.optim.SGD(model.parameters(), lr=0.1)))
     with pytest.raises(ConfigError, match="pred has 3 classes but classes lists 2"):
