@@ -197,7 +197,7 @@ class Recipe:
 
     def _no_batches(self, epoch: int) -> str:
         loader = self.loader
-        if epoch > 0 and iter(loader) is loader:
+        if epoch > 0 and hasattr(loader, "__iter__") and iter(loader) is loader:  # not for an iter_epoch-only loader
             return (f"the loader gave no batches in epoch {epoch + 1}: {type(loader).__name__} is an iterator, used "
                     "up by the first epoch; pass a list, a DataLoader or another re-iterable of batches")
         return (f"the loader ({type(loader).__name__}) gave no batches in epoch {epoch + 1}: an empty data set, or "

@@ -289,3 +289,14 @@ def test_a_resume_at_an_epochs_last_batch_runs_no_batch_and_is_not_an_error():
     with pytest.warns(UserWarning, match="cannot skip batches at the sampler"):
         state = second.run(2)
     assert state.epoch == 2 and steps == [1, 2, 1, 2]  # epoch 1 ends with no batch left, then epoch 2
+
+
+def test_an_empty_epoch_of_a_loader_with_only_iter_epoch_is_named():
+    from trainforge.errors import EmptyLoaderError
+
+    class EpochsOnly:  # a resumable loader without __iter__: the error must not call iter() on it
+        def iter_epoch(self, epoch, start):
+            return iter([1] if epoch == 0 else [])
+
+    with pytest.raises(EmptyLoaderError, match=r"the loader \(EpochsOnly\) gave no batches in epoch 2"):
+        Recipe(lambda b: None, EpochsOnly()).run(2)
